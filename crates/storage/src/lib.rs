@@ -1,0 +1,1 @@
+//! The storage model: what every storage in zeoraid speaks.

@@ -1,0 +1,1 @@
+//! Configuration in the ZEO world's own ZConfig syntax (`zeo.conf`).
