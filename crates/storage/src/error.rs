@@ -17,7 +17,9 @@ pub enum StorageError {
     ReadConflict { oid: Oid, committed: Tid, read: Tid },
 
     /// A conflict that cannot be handed back as a [`crate::Conflict`] (e.g. on delete).
-    #[error("database conflict error (oid {oid}, serial read {read:?}, serial current {committed:?})")]
+    #[error(
+        "database conflict error (oid {oid}, serial read {read:?}, serial current {committed:?})"
+    )]
     Conflict { oid: Oid, committed: Tid, read: Tid },
 
     #[error("storage is read-only")]

@@ -200,8 +200,8 @@ impl Tid {
         const DAYS_1901_TO_1970: i64 = 25_202;
         let p = self.parts();
         let minute_of_day = p.hour * 60 + p.minute;
-        let days_since_1901 = days_from_civil(p.year, p.month, 1) + i64::from(p.day) - 1
-            + DAYS_1901_TO_1970;
+        let days_since_1901 =
+            days_from_civil(p.year, p.month, 1) + i64::from(p.day) - 1 + DAYS_1901_TO_1970;
         let abst = (days_since_1901 as f64) * 86400.0 + f64::from(minute_of_day) * 60.0;
         abst + p.second - (DAYS_1901_TO_1970 as f64) * 86400.0
     }
@@ -327,17 +327,32 @@ mod tests {
     #[test]
     fn later_than_increments_low_bytes_and_rolls_minutes() {
         let a = Tid::from_u64(0x0000_0001_0000_00ff);
-        assert_eq!(Tid::ZERO.later_than(a), Tid::from_u64(0x0000_0001_0000_0100));
+        assert_eq!(
+            Tid::ZERO.later_than(a),
+            Tid::from_u64(0x0000_0001_0000_0100)
+        );
         let b = Tid::from_u64(0x0000_0001_ffff_ffff);
-        assert_eq!(Tid::ZERO.later_than(b), Tid::from_u64(0x0000_0002_0000_0000));
+        assert_eq!(
+            Tid::ZERO.later_than(b),
+            Tid::from_u64(0x0000_0002_0000_0000)
+        );
         assert_eq!(b.later_than(a), b);
     }
 
     #[test]
     fn unix_time_round_trips_through_from_unix_time() {
-        for t in [0.0, 1_795_459_110.991_229_5, 951_782_400.5, 4_102_444_799.999] {
+        for t in [
+            0.0,
+            1_795_459_110.991_229_5,
+            951_782_400.5,
+            4_102_444_799.999,
+        ] {
             let tid = Tid::from_unix_time(t);
-            assert!((tid.unix_time() - t).abs() < 1e-6, "{t} -> {}", tid.unix_time());
+            assert!(
+                (tid.unix_time() - t).abs() < 1e-6,
+                "{t} -> {}",
+                tid.unix_time()
+            );
         }
     }
 

@@ -53,8 +53,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn record_iternext(&self, start: Option<Oid>) -> StorageResult<Option<CurrentRecord>>;
 
     /// Committed transactions with `start <= tid <= stop`, in tid order.
-    async fn iterator(&self, start: Option<Tid>, stop: Option<Tid>)
-        -> StorageResult<TransactionStream>;
+    async fn iterator(
+        &self,
+        start: Option<Tid>,
+        stop: Option<Tid>,
+    ) -> StorageResult<TransactionStream>;
 
     /// Undo-log entries `first..last` (newest first) among those `filter` accepts.
     async fn undo_log(
