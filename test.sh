@@ -13,7 +13,7 @@ trap 'rm -rf "$logs"' EXIT
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the suite needs (none beyond the machine's base image yet).
-debian_packages=()
+debian_packages=(openssl)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

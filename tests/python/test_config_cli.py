@@ -10,7 +10,8 @@ EXIT_USAGE = 2
 EXIT_NOT_IMPLEMENTED = 1
 
 
-@pytest.mark.parametrize("name", ["zeoraid.conf", "zeo-single.conf", "gocept-zeoraid.conf"])
+# zeo-single.conf (a plain <filestorage>) is really served now: see test_zeo_server.py.
+@pytest.mark.parametrize("name", ["zeoraid.conf", "gocept-zeoraid.conf"])
 def test_examples_parse(zeoraid, name):
     result = zeoraid("serve", "-C", str(EXAMPLES / name))
     # A valid config: the plan on stdout, then "not implemented" (no fake serving).

@@ -1,0 +1,462 @@
+//! Buffered framed I/O for one client over any `AsyncRead + AsyncWrite`, and the
+//! handshake.
+//!
+//! Reading: [`FrameReader`] pulls whole frames off the socket (cancel-safe, bounded
+//! by the maximum frame size). Writing: every frame for a connection — replies,
+//! error replies, callbacks from other connections' commits, blob chunks — goes
+//! through one FIFO, the [`Outbox`], drained by a writer task, so output is never
+//! interleaved wrongly. The outbox counts queued bytes: the connection's own replies
+//! wait for it to drain (backpressure), callbacks from elsewhere never wait, and a
+//! client whose queue grows past the hard limit (it stopped reading) is disconnected.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, warn};
+use zeoraid_wire::{FrameDecoder, Value};
+
+use crate::codec::{self, Encoding};
+use crate::error::{CloseReason, ZeoError};
+
+/// Identifies a connection within the server.
+pub type ConnId = u64;
+
+enum Out {
+    Frame(Bytes),
+    Close,
+}
+
+/// The FIFO of frames waiting to be written to one client.
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: AtomicUsize,
+    drained: Notify,
+    soft_limit: usize,
+    hard_limit: usize,
+}
+
+impl Outbox {
+    /// Queue a frame whatever the queue's size (the caller waited for room first).
+    fn push_own(&self, frame: Bytes) {
+        self.queued.fetch_add(frame.len(), Ordering::SeqCst);
+        // A closed writer means the connection is going away; nothing to do.
+        let _ = self.tx.send(Out::Frame(frame));
+    }
+
+    /// Queue a frame unless the queue is over the hard limit.
+    fn push_other(&self, frame: Bytes) -> bool {
+        let len = frame.len();
+        if self.queued.load(Ordering::SeqCst) + len > self.hard_limit {
+            return false;
+        }
+        self.push_own(frame);
+        true
+    }
+
+    /// Wait until the queue is below the soft limit.
+    async fn wait_room(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.queued.load(Ordering::SeqCst) <= self.soft_limit || self.tx.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Everything other tasks need to talk to (or close) one connection.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub peer: String,
+    encoding: Mutex<Encoding>,
+    label: Mutex<String>,
+    outbox: Outbox,
+    close_tx: watch::Sender<Option<CloseReason>>,
+    closing: AtomicBool,
+}
+
+impl ConnHandle {
+    pub fn encoding(&self) -> Encoding {
+        self.encoding.lock().map(|e| *e).unwrap_or(Encoding::Pickle)
+    }
+
+    pub(crate) fn set_encoding(&self, encoding: Encoding) {
+        if let Ok(mut e) = self.encoding.lock() {
+            *e = encoding;
+        }
+    }
+
+    /// The label used in log lines: `set_client_label`'s label and the peer address.
+    pub fn label(&self) -> String {
+        self.label
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|_| self.peer.clone())
+    }
+
+    pub fn set_label(&self, label: &str) {
+        if let Ok(mut l) = self.label.lock() {
+            *l = format!("{label} {}", self.peer);
+        }
+    }
+
+    /// Ask the connection's task to close the connection (idempotent).
+    pub fn close(&self, reason: CloseReason) {
+        if !self.closing.swap(true, Ordering::SeqCst) {
+            let _ = self.close_tx.send(Some(reason));
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn close_signal(&self) -> watch::Receiver<Option<CloseReason>> {
+        self.close_tx.subscribe()
+    }
+
+    /// Wait until this connection's output queue has room (backpressure for its
+    /// own replies).
+    pub async fn wait_room(&self) {
+        self.outbox.wait_room().await
+    }
+
+    /// Queue a raw frame (handshake, ruok JSON).
+    pub(crate) fn send_raw(&self, payload: &[u8]) {
+        match codec::raw_frame(payload) {
+            Ok(frame) => self.outbox.push_own(frame),
+            Err(e) => warn!(peer = %self.peer, "cannot frame raw output: {e}"),
+        }
+    }
+
+    /// Queue the reply to a call. A result that cannot be encoded becomes
+    /// `ValueError("Couldn't pickle response")`, as in ZEO.
+    pub fn send_reply(&self, msgid: &Value, result: Value) {
+        let encoding = self.encoding();
+        match codec::encode_reply(msgid, result, encoding) {
+            Ok(frame) => self.outbox.push_own(frame),
+            Err(e) => {
+                warn!(conn = %self.label(), "unencodable response: {e}");
+                self.send_error(msgid, &ZeoError::value_error("Couldn't pickle response"));
+            }
+        }
+    }
+
+    /// Queue an error reply.
+    pub fn send_error(&self, msgid: &Value, err: &ZeoError) {
+        match codec::encode_error(msgid, err, self.encoding()) {
+            Ok(frame) => self.outbox.push_own(frame),
+            Err(e) => {
+                warn!(conn = %self.label(), "unencodable error reply {}: {e}", err.class_name);
+                let fallback = ZeoError::value_error("Couldn't pickle response");
+                if let Ok(frame) = codec::encode_error(msgid, &fallback, self.encoding()) {
+                    self.outbox.push_own(frame);
+                }
+            }
+        }
+    }
+
+    /// Queue a callback produced by this connection's own request (blob chunks,
+    /// `info` before a `tpc_finish` reply).
+    pub fn send_own_callback(&self, name: &str, args: Vec<Value>) {
+        match codec::encode_callback(name, args, self.encoding()) {
+            Ok(frame) => self.outbox.push_own(frame),
+            Err(e) => warn!(conn = %self.label(), "unencodable callback {name}: {e}"),
+        }
+    }
+
+    /// Queue a callback caused by someone else (invalidations, pack `info`). Never
+    /// waits: a client that lets its queue grow past the limit is disconnected.
+    pub fn send_callback(&self, name: &str, args: Vec<Value>) {
+        if self.is_closing() {
+            return;
+        }
+        match codec::encode_callback(name, args, self.encoding()) {
+            Ok(frame) => {
+                if !self.outbox.push_other(frame) {
+                    warn!(
+                        conn = %self.label(),
+                        "client is not reading its output (queue over {} bytes); disconnecting",
+                        self.outbox.hard_limit
+                    );
+                    self.close(CloseReason::Server("output queue overflow".into()));
+                }
+            }
+            Err(e) => warn!(conn = %self.label(), "unencodable callback {name}: {e}"),
+        }
+    }
+
+    /// Ask the writer to flush what is queued and close the socket.
+    pub(crate) fn finish_output(&self) {
+        let _ = self.outbox.tx.send(Out::Close);
+    }
+}
+
+/// Limits of one connection's output queue.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    /// A connection's own requests wait while more than this is queued.
+    pub soft_limit: usize,
+    /// Callbacks from elsewhere that would push the queue past this disconnect it.
+    pub hard_limit: usize,
+}
+
+/// Create the handle and spawn the writer task over `writer`.
+pub(crate) fn spawn_writer<W>(
+    id: ConnId,
+    peer: String,
+    writer: W,
+    limits: OutputLimits,
+) -> (Arc<ConnHandle>, tokio::task::JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (close_tx, _) = watch::channel(None);
+    let handle = Arc::new(ConnHandle {
+        id,
+        label: Mutex::new(peer.clone()),
+        peer,
+        encoding: Mutex::new(Encoding::Pickle),
+        outbox: Outbox {
+            tx,
+            queued: AtomicUsize::new(0),
+            drained: Notify::new(),
+            soft_limit: limits.soft_limit,
+            hard_limit: limits.hard_limit,
+        },
+        close_tx,
+        closing: AtomicBool::new(false),
+    });
+    let task = tokio::spawn(writer_task(Arc::downgrade(&handle), rx, writer));
+    (handle, task)
+}
+
+async fn writer_task<W>(
+    handle: std::sync::Weak<ConnHandle>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    writer: W,
+) where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
+    let mut done = false;
+    while !done {
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = vec![first];
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut written = 0usize;
+        let mut failed = None;
+        for item in batch {
+            match item {
+                Out::Frame(frame) => {
+                    if let Err(e) = writer.write_all(&frame).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    written += frame.len();
+                }
+                Out::Close => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = writer.flush().await {
+                failed = Some(e);
+            }
+        }
+        if let Some(h) = handle.upgrade() {
+            h.outbox.queued.fetch_sub(written, Ordering::SeqCst);
+            h.outbox.drained.notify_waiters();
+            if let Some(e) = &failed {
+                debug!(conn = %h.label(), "write failed: {e}");
+                h.close(CloseReason::Io(e.to_string()));
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+    rx.close();
+    if let Some(h) = handle.upgrade() {
+        h.outbox.drained.notify_waiters();
+    }
+}
+
+/// Reads whole frames from the socket.
+pub struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    decoder: FrameDecoder,
+}
+
+/// A failure while reading frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(zeoraid_wire::WireError),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R, max_frame_size: usize) -> Self {
+        FrameReader {
+            reader,
+            buffer: BytesMut::with_capacity(8 * 1024),
+            decoder: FrameDecoder::new(max_frame_size),
+        }
+    }
+
+    /// The next frame's payload; `Ok(None)` at a clean end of stream. Cancel-safe:
+    /// bytes read so far stay in the buffer.
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buffer)
+                .map_err(ReadError::Frame)?
+            {
+                return Ok(Some(frame));
+            }
+            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+        }
+    }
+}
+
+/// What the client answered to the server's protocol announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// A ZEO 5 client speaking this encoding.
+    Zeo5(Encoding),
+    /// A `ruok` status probe.
+    Ruok,
+    /// Anything else (e.g. a ZEO 4 client's `Z4`, `Z3101`).
+    Bad(Vec<u8>),
+}
+
+/// Interpret the client's handshake frame the way ZEO's `finish_connection` does.
+pub fn parse_handshake(payload: &[u8]) -> Handshake {
+    if payload == b"ruok" {
+        return Handshake::Ruok;
+    }
+    if payload.get(1..) == Some(&b"5"[..]) {
+        let encoding = if payload.first() == Some(&b'M') {
+            Encoding::Msgpack
+        } else {
+            Encoding::Pickle
+        };
+        return Handshake::Zeo5(encoding);
+    }
+    Handshake::Bad(payload.to_vec())
+}
+
+/// How long a client may take to answer the handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A short printable form of arbitrary bytes for log lines.
+pub fn short_repr(bytes: &[u8]) -> String {
+    let shown: String = bytes
+        .iter()
+        .take(40)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    if bytes.len() > 40 {
+        format!("b'{shown}'...")
+    } else {
+        format!("b'{shown}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_closed_at_the_hard_limit() {
+        // The peer end of a 1 KiB pipe is never read.
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let limits = OutputLimits {
+            soft_limit: 4096,
+            hard_limit: 16 * 1024,
+        };
+        let (conn, _writer) = spawn_writer(1, "test".into(), ours, limits);
+        let mut close = conn.close_signal();
+        let payload = Value::Bytes(bytes::Bytes::from(vec![0u8; 1000]));
+        let mut sent = 0;
+        while !conn.is_closing() && sent < 1000 {
+            conn.send_callback("invalidateTransaction", vec![payload.clone()]);
+            sent += 1;
+            tokio::task::yield_now().await;
+        }
+        assert!(conn.is_closing(), "closed after {sent} callbacks");
+        assert!(sent < 40, "closed late: {sent}");
+        close.changed().await.unwrap();
+        assert!(
+            matches!(&*close.borrow(), Some(CloseReason::Server(r)) if r == "output queue overflow")
+        );
+        // Its own replies still queue (bounded by waiting for room first).
+        conn.send_reply(&Value::Int(1), Value::None);
+    }
+
+    #[tokio::test]
+    async fn own_output_waits_for_room() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let limits = OutputLimits {
+            soft_limit: 2048,
+            hard_limit: 1 << 20,
+        };
+        let (conn, _writer) = spawn_writer(1, "test".into(), ours, limits);
+        for _ in 0..10 {
+            conn.send_own_callback(
+                "receiveBlobChunk",
+                vec![Value::Bytes(bytes::Bytes::from(vec![1u8; 1000]))],
+            );
+        }
+        // Over the soft limit: waiting does not finish until the peer reads.
+        let waited = tokio::time::timeout(Duration::from_millis(100), conn.wait_room()).await;
+        assert!(waited.is_err());
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut sink).await;
+        });
+        tokio::time::timeout(Duration::from_secs(5), conn.wait_room())
+            .await
+            .unwrap();
+        conn.finish_output();
+        reader.await.unwrap();
+    }
+
+    #[test]
+    fn handshake_forms() {
+        assert_eq!(parse_handshake(b"Z5"), Handshake::Zeo5(Encoding::Pickle));
+        assert_eq!(parse_handshake(b"M5"), Handshake::Zeo5(Encoding::Msgpack));
+        assert_eq!(parse_handshake(b"ruok"), Handshake::Ruok);
+        assert_eq!(parse_handshake(b"Z4"), Handshake::Bad(b"Z4".to_vec()));
+        assert_eq!(parse_handshake(b"Z3101"), Handshake::Bad(b"Z3101".to_vec()));
+        assert_eq!(parse_handshake(b""), Handshake::Bad(Vec::new()));
+    }
+}
