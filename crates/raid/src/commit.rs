@@ -1,0 +1,351 @@
+//! Writes: tid assignment under the RAID's commit lock, `vote`/`finish`/`abort`
+//! fanned out to every optimal backend concurrently (each within its timeout), the
+//! comparison of their outcomes ([`crate::verdict`]) and the degrading of backends
+//! that fail, time out or disagree. `pack` is fanned out the same way.
+//!
+//! A commit is acknowledged (`finish` returns its tid) only once every backend that
+//! is still optimal has finished it with exactly the assigned tid; with no backend
+//! left the caller gets an error and nothing is acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio::sync::OwnedSemaphorePermit;
+use zeoraid_storage::{StorageError, StorageResult, Tid, Transaction, TxnId, VoteOutcome};
+
+use crate::backend::{CallError, Kind};
+use crate::error::{closed, no_backend_left};
+use crate::verdict::{decide, AnswerKind, Verdict};
+use crate::{lock, Inner};
+
+/// The RAID's tids: the last committed one (what `last_transaction` answers) and
+/// the last assigned one (which an aborted transaction may leave above it).
+#[derive(Debug)]
+pub(crate) struct TidClock {
+    pub committed: Tid,
+    pub assigned: Tid,
+}
+
+impl TidClock {
+    pub(crate) fn new(newest: Tid) -> Self {
+        TidClock {
+            committed: newest,
+            assigned: newest,
+        }
+    }
+
+    /// The tid of a new transaction: the client's explicit tid when it is later than
+    /// the last committed transaction (restore, copy), else a fresh tid later than
+    /// every tid seen or assigned.
+    pub(crate) fn assign(&mut self, explicit: Option<Tid>) -> StorageResult<Tid> {
+        let tid = match explicit {
+            Some(tid) if tid > self.committed => tid,
+            Some(tid) => {
+                return Err(StorageError::Transaction(format!(
+                    "explicit tid {tid:?} is not later than the last transaction {:?}",
+                    self.committed
+                )))
+            }
+            None => Tid::now_later_than(self.committed.max(self.assigned)),
+        };
+        self.assigned = self.assigned.max(tid);
+        Ok(tid)
+    }
+
+    /// Notes a tid committed (by the RAID or, through an invalidation, by others).
+    pub(crate) fn note_committed(&mut self, tid: Tid) {
+        self.committed = self.committed.max(tid);
+    }
+}
+
+/// Aborts the vote on its backends if the RAID's `vote` is dropped midway (the
+/// caller went away): no backend is left holding a transaction nobody will finish.
+struct AbortOnDrop {
+    inner: Arc<Inner>,
+    id: TxnId,
+    backends: Vec<usize>,
+}
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.backends.clear();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let backends = std::mem::take(&mut self.backends);
+        self.inner.abort_in_background(backends, self.id);
+    }
+}
+
+/// The transaction between `vote` and `finish`/`abort`, holding the commit lock.
+pub(crate) struct Pending {
+    id: TxnId,
+    tid: Tid,
+    /// The backends that voted it (the agreeing ones), in configuration order.
+    participants: Vec<usize>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Inner {
+    pub(crate) async fn vote(self: &Arc<Self>, mut txn: Transaction) -> StorageResult<VoteOutcome> {
+        self.check_writable()?;
+        let permit = Arc::clone(&self.commit_lock)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        self.check_writable()?;
+        let txn_had_no_tid = txn.tid.is_none();
+        let tid = lock(&self.tids).assign(txn.tid)?;
+        txn.tid = Some(tid);
+        self.invalidations.mark_own(tid);
+        let participants = self.optimal();
+        if participants.is_empty() {
+            return Err(self.failed_error());
+        }
+
+        let guard = AbortOnDrop {
+            inner: Arc::clone(self),
+            id: txn.id,
+            backends: participants.clone(),
+        };
+        let calls = participants.iter().map(|&i| {
+            let b = &self.backends[i];
+            let t = txn.clone();
+            async move { (i, b.call(Kind::Write, b.storage.vote(t)).await) }
+        });
+        let results = join_all(calls).await;
+        guard.disarm();
+
+        let mut faults = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut answers: HashMap<usize, StorageResult<VoteOutcome>> = HashMap::new();
+        for (i, result) in results {
+            match result {
+                Ok(outcome) => {
+                    verdicts.push((i, Verdict::of_vote(&outcome)));
+                    answers.insert(i, Ok(outcome));
+                }
+                Err(CallError::Answer(e)) => {
+                    verdicts.push((i, Verdict::of_error(&e)));
+                    answers.insert(i, Err(e));
+                }
+                Err(CallError::Fault(f)) => faults.push((i, f.reason("vote"))),
+            }
+        }
+        let decision = decide("vote", &verdicts);
+        let mut out = faults;
+        if let Some(d) = &decision {
+            out.extend(d.disagreeing.iter().cloned());
+        }
+        self.degrade_many(&out);
+        self.abort_in_background(out.iter().map(|(i, _)| *i).collect(), txn.id);
+
+        let Some(decision) = decision else {
+            return Err(no_backend_left(
+                "vote failed on every backend; the transaction is not committed",
+            ));
+        };
+        let first = decision.agreeing[0];
+        let answer = answers
+            .remove(&first)
+            .ok_or_else(|| StorageError::Transaction("vote answer missing".into()))?;
+        if matches!(decision.winner, Verdict::Ok(_)) {
+            *lock(&self.pending) = Some(Pending {
+                id: txn.id,
+                tid,
+                participants: decision.agreeing.clone(),
+                _permit: permit,
+            });
+        }
+        // Otherwise (conflicts, an answer-error) nothing is held: the permit drops.
+        if decision.winner == Verdict::Error(AnswerKind::Transaction) && txn_had_no_tid {
+            // The backends refused the tid the RAID chose: they may hold commits the
+            // RAID never heard of. Catch the clock up so the next tid is later.
+            self.refresh_clock(&decision.agreeing).await;
+        }
+        answer
+    }
+
+    /// Moves the tid clock up to the last transaction of `backends`.
+    async fn refresh_clock(&self, backends: &[usize]) {
+        let calls = backends.iter().map(|&i| {
+            let b = &self.backends[i];
+            async move { b.call(Kind::Probe, b.storage.last_transaction()).await }
+        });
+        for tid in join_all(calls).await.into_iter().flatten() {
+            lock(&self.tids).note_committed(tid);
+        }
+    }
+
+    /// Takes the pending transaction if it is `id`.
+    fn take_pending(&self, id: TxnId) -> Option<Pending> {
+        let mut slot = lock(&self.pending);
+        match slot.take() {
+            Some(p) if p.id == id => Some(p),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Splits the participants of `pending` into those still optimal and those
+    /// degraded meanwhile (e.g. by a failed read), aborting the latter.
+    fn live_participants(self: &Arc<Self>, pending: &Pending) -> Vec<usize> {
+        let (live, dropped): (Vec<usize>, Vec<usize>) = pending
+            .participants
+            .iter()
+            .partition(|&&i| self.is_optimal(i));
+        self.abort_in_background(dropped, pending.id);
+        live
+    }
+
+    /// Finishes in a task of its own: once begun, a finish runs to its end even if
+    /// the caller goes away, so backends never stay half-committed.
+    pub(crate) async fn finish(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move { inner.finish_now(id).await })
+            .await
+            .map_err(|e| StorageError::Transaction(format!("finish did not complete: {e}")))?
+    }
+
+    async fn finish_now(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
+        let Some(pending) = self.take_pending(id) else {
+            return Err(StorageError::Transaction(format!(
+                "finish of transaction {id:?}, which is not voted"
+            )));
+        };
+        let tid = pending.tid;
+        let live = self.live_participants(&pending);
+        let calls = live.iter().map(|&i| {
+            let b = &self.backends[i];
+            async move { (i, b.call(Kind::Write, b.storage.finish(id)).await) }
+        });
+        let results = join_all(calls).await;
+        let mut finished = Vec::new();
+        let mut out = Vec::new();
+        for (i, result) in results {
+            match result {
+                Ok(got) if got == tid => finished.push(i),
+                Ok(got) => out.push((i, format!("finish returned tid {got:?}, expected {tid:?}"))),
+                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
+                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+            }
+        }
+        self.degrade_many(&out);
+        if finished.is_empty() {
+            return Err(no_backend_left(
+                "finish failed on every backend; the transaction is not acknowledged",
+            ));
+        }
+        for &i in &finished {
+            let b = &self.backends[i];
+            b.note_tid(tid);
+            b.counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        lock(&self.tids).note_committed(tid);
+        Ok(tid)
+        // The commit lock is released when `pending` drops.
+    }
+
+    /// Aborts in a task of its own, like `finish`.
+    pub(crate) async fn abort(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move { inner.abort_now(id).await })
+            .await
+            .map_err(|e| StorageError::Transaction(format!("abort did not complete: {e}")))?
+    }
+
+    async fn abort_now(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {
+        let Some(pending) = self.take_pending(id) else {
+            return Ok(());
+        };
+        let live = self.live_participants(&pending);
+        let calls = live.iter().map(|&i| {
+            let b = &self.backends[i];
+            async move { (i, b.call(Kind::Write, b.storage.abort(id)).await) }
+        });
+        let out: Vec<(usize, String)> = join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(i, r)| match r {
+                Ok(()) => None,
+                Err(CallError::Answer(e)) => Some((i, format!("abort failed: {e}"))),
+                Err(CallError::Fault(f)) => Some((i, f.reason("abort"))),
+            })
+            .collect();
+        self.degrade_many(&out);
+        Ok(())
+    }
+
+    /// Packs every optimal backend concurrently. No timeout applies (a pack may run
+    /// for a long time); outcomes are compared like votes. Refused while a backend
+    /// is recovering.
+    pub(crate) async fn pack(self: &Arc<Self>, t: f64) -> StorageResult<()> {
+        self.check_writable()?;
+        if self.recovery_running.load(Ordering::SeqCst) {
+            return Err(StorageError::Transaction(
+                "pack is refused while a backend is recovering".into(),
+            ));
+        }
+        let participants = self.optimal();
+        let calls = participants.iter().map(|&i| {
+            let b = &self.backends[i];
+            async move { (i, b.call_within(Kind::Write, None, b.storage.pack(t)).await) }
+        });
+        let mut faults = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut answers: HashMap<usize, StorageResult<()>> = HashMap::new();
+        for (i, result) in join_all(calls).await {
+            match result {
+                Ok(()) => {
+                    verdicts.push((i, Verdict::Ok(Vec::new())));
+                    answers.insert(i, Ok(()));
+                }
+                Err(CallError::Answer(e)) => {
+                    verdicts.push((i, Verdict::of_error(&e)));
+                    answers.insert(i, Err(e));
+                }
+                Err(CallError::Fault(f)) => faults.push((i, f.reason("pack"))),
+            }
+        }
+        let decision = decide("pack", &verdicts);
+        if let Some(d) = &decision {
+            faults.extend(d.disagreeing.iter().cloned());
+        }
+        self.degrade_many(&faults);
+        let Some(decision) = decision else {
+            return Err(no_backend_left("pack failed on every backend"));
+        };
+        answers
+            .remove(&decision.agreeing[0])
+            .unwrap_or_else(|| Err(StorageError::Transaction("pack answer missing".into())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tids_increase_and_explicit_tids_must_be_later() {
+        let mut clock = TidClock::new(Tid::ZERO);
+        let a = clock.assign(None).unwrap();
+        let b = clock.assign(None).unwrap();
+        assert!(
+            b > a,
+            "later than the previous assigned tid even without commit"
+        );
+        assert!(clock.assign(Some(Tid::ZERO)).is_err());
+        clock.note_committed(b);
+        assert!(clock.assign(Some(b)).is_err());
+        let future = Tid::from_u64(b.as_u64() + 1_000_000);
+        assert_eq!(clock.assign(Some(future)).unwrap(), future);
+        assert!(clock.assign(None).unwrap() > future);
+    }
+}

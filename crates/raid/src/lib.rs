@@ -1,0 +1,433 @@
+//! `RaidStorage`: a [`Storage`] that mirrors one ZODB database onto N backend
+//! storages the way a RAID-1 controller mirrors a disk (the successor of
+//! gocept.zeoraid). `docs/raid.md` states the rules implemented here.
+//!
+//! - **Writes** (`commit.rs`): the RAID assigns the tid under its own commit lock and
+//!   passes it explicitly to every optimal backend; `vote` and `finish` go to all of
+//!   them concurrently, each with its timeout. The outcomes are compared
+//!   (`verdict.rs`): agreeing conflicts and answer-errors go back to the client; a
+//!   backend that fails, times out or disagrees is degraded with a recorded reason and
+//!   the commit goes on with the others. **No majority**: the answer given by the
+//!   most backends wins, ties go to the answer of the backend first in configuration
+//!   order.
+//! - **Oids** (`oids.rs`): every optimal backend is asked; the range handed out ends
+//!   at the highest counter, and every backend behind is made to catch up, so every
+//!   optimal backend's counter is at or above every oid ever handed out.
+//! - **Reads** (`read.rs`, `iter.rs`): one optimal backend chosen by the read policy,
+//!   failing over (and degrading) on a failure without the caller noticing.
+//! - **States** (`state.rs`, `status.rs`): per backend optimal / degraded / recovering,
+//!   the RAID status derived from them, derived at startup from the backends alone
+//!   (`startup.rs`).
+//! - **Invalidations** (`invalidations.rs`): the backends' streams merged into one.
+
+mod backend;
+mod commit;
+mod error;
+mod invalidations;
+mod iter;
+mod oids;
+mod options;
+mod read;
+mod startup;
+mod state;
+mod status;
+mod verdict;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinHandle;
+use zeoraid_storage::{
+    CurrentRecord, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
+    StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter,
+    VoteOutcome,
+};
+
+pub use backend::BackendCounters;
+pub use error::RaidError;
+pub use options::{
+    BackendSpec, ClusterMode, FailMode, RaidOptions, ReadPolicy, DEFAULT_BACKEND_TIMEOUT,
+};
+pub use state::{BackendState, RaidStatus, RecoveryProgress};
+pub use status::BackendDetails;
+
+use backend::{Backend, Kind};
+use state::StateTable;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The RAID storage. Create it with [`RaidStorage::open`].
+pub struct RaidStorage {
+    inner: Arc<Inner>,
+}
+
+/// Everything the RAID shares with its background tasks.
+pub(crate) struct Inner {
+    pub backends: Vec<Backend>,
+    pub options: RaidOptions,
+    pub states: Mutex<StateTable>,
+    /// One permit: held from `vote` to `finish`/`abort`, and by `disable`.
+    pub commit_lock: Arc<Semaphore>,
+    pub pending: Mutex<Option<commit::Pending>>,
+    pub tids: Mutex<commit::TidClock>,
+    /// The highest oid handed out; serialises `new_oids`.
+    pub oids: tokio::sync::Mutex<u64>,
+    /// The round-robin read cursor.
+    pub cursor: AtomicUsize,
+    pub invalidations: invalidations::Hub,
+    pub closed: AtomicBool,
+    /// Set while a recovery runs (the recovery refuses pack through it).
+    pub recovery_running: AtomicBool,
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn states(&self) -> MutexGuard<'_, StateTable> {
+        lock(&self.states)
+    }
+
+    pub(crate) fn optimal(&self) -> Vec<usize> {
+        self.states().optimal()
+    }
+
+    pub(crate) fn is_optimal(&self, i: usize) -> bool {
+        self.states().is_optimal(i)
+    }
+
+    pub(crate) fn degrade(&self, i: usize, reason: String) {
+        self.states().degrade(i, reason);
+    }
+
+    pub(crate) fn degrade_many(&self, batch: &[(usize, String)]) {
+        if !batch.is_empty() {
+            self.states().degrade_many(batch);
+        }
+    }
+
+    fn check_open(&self) -> StorageResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(error::closed());
+        }
+        Ok(())
+    }
+
+    /// The error of a failed RAID, by fail mode.
+    pub(crate) fn failed_error(&self) -> StorageError {
+        match self.options.fail_mode {
+            FailMode::Close => error::no_backend_left("the RAID has failed; fail-mode close"),
+            FailMode::ReadOnly => StorageError::ReadOnly,
+        }
+    }
+
+    /// Refuses writes when closed, configured read-only, or failed.
+    pub(crate) fn check_writable(&self) -> StorageResult<()> {
+        self.check_open()?;
+        if self.options.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        if self.states().status() == RaidStatus::Failed {
+            return Err(self.failed_error());
+        }
+        Ok(())
+    }
+
+    /// Closes every backend (concurrently, within their timeouts); every further
+    /// call fails.
+    pub(crate) async fn close(&self) -> StorageResult<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        let calls = self.backends.iter().map(|b| async move {
+            if let Err(e) = b.call(Kind::Write, b.storage.close()).await {
+                tracing::warn!(backend = %b.name, error = ?e, "closing a backend failed");
+            }
+        });
+        futures::future::join_all(calls).await;
+        self.commit_lock.close();
+        Ok(())
+    }
+
+    /// Sends `abort(id)` to `indices` in the background (best effort, with their
+    /// timeouts): backends that were degraded in the middle of a commit must not keep
+    /// it voted, and a hung one must not hold the commit up.
+    pub(crate) fn abort_in_background(self: &Arc<Self>, indices: Vec<usize>, id: TxnId) {
+        if indices.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let calls = indices.iter().map(|&i| {
+                let b = &inner.backends[i];
+                async move {
+                    if let Err(e) = b.call(Kind::Write, b.storage.abort(id)).await {
+                        tracing::debug!(backend = %b.name, error = ?e, "abort of a degraded backend failed");
+                    }
+                }
+            });
+            futures::future::join_all(calls).await;
+        });
+    }
+}
+
+impl RaidStorage {
+    /// Opens a RAID over `backends` (names unique, in configuration order). The
+    /// state of each backend is derived from the backends alone: all are asked for
+    /// their last transaction concurrently (each within its timeout); those at the
+    /// newest tid are optimal, those behind are degraded (`missing transactions`),
+    /// those that fail or time out are degraded with the error as reason. A RAID
+    /// whose backends are all unreachable opens in the `failed` status.
+    pub async fn open(
+        backends: Vec<BackendSpec>,
+        options: RaidOptions,
+    ) -> Result<RaidStorage, RaidError> {
+        if backends.is_empty() {
+            return Err(RaidError::NoBackends);
+        }
+        let mut names = HashSet::new();
+        for (name, _, _) in &backends {
+            if !names.insert(name.clone()) {
+                return Err(RaidError::DuplicateName(name.clone()));
+            }
+        }
+        if options.cluster_mode == ClusterMode::Coop {
+            tracing::info!("cluster-mode coop is accepted; zeoraid behaves as cluster-mode single");
+        }
+        let backends: Vec<Backend> = backends
+            .into_iter()
+            .map(|(name, storage, timeout)| {
+                Backend::new(name, storage, timeout.unwrap_or(options.backend_timeout))
+            })
+            .collect();
+        let (states, newest) = startup::derive_states(&backends).await;
+        let names = backends.iter().map(|b| b.name.clone()).collect();
+        let inner = Arc::new(Inner {
+            backends,
+            options,
+            states: Mutex::new(StateTable::new(names, states)),
+            commit_lock: Arc::new(Semaphore::new(1)),
+            pending: Mutex::new(None),
+            tids: Mutex::new(commit::TidClock::new(newest)),
+            oids: tokio::sync::Mutex::new(0),
+            cursor: AtomicUsize::new(0),
+            invalidations: invalidations::Hub::new(),
+            closed: AtomicBool::new(false),
+            recovery_running: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let tasks = invalidations::spawn_forwarders(&inner);
+        lock(&inner.tasks).extend(tasks);
+        Ok(RaidStorage { inner })
+    }
+
+    /// The RAID status.
+    pub fn status(&self) -> RaidStatus {
+        self.inner.states().status()
+    }
+
+    /// Per backend, in configuration order: name, state (with reason or progress),
+    /// last known tid and counters.
+    pub fn details(&self) -> Vec<BackendDetails> {
+        self.inner.details()
+    }
+
+    /// The state of the backend called `name`.
+    pub fn backend_state(&self, name: &str) -> Option<BackendState> {
+        self.inner.backend_state(name)
+    }
+
+    /// Takes the backend `name` out of the RAID (degraded, reason `disabled by
+    /// operator`). Waits for a commit in progress to end. Refused for the last
+    /// optimal backend.
+    pub async fn disable(&self, name: &str) -> Result<(), RaidError> {
+        self.inner.disable(name).await
+    }
+}
+
+#[async_trait]
+impl Storage for RaidStorage {
+    async fn info(&self) -> StorageResult<StorageInfo> {
+        self.inner.info().await
+    }
+
+    async fn last_transaction(&self) -> StorageResult<Tid> {
+        self.inner.check_open()?;
+        self.inner.read_check()?;
+        Ok(lock(&self.inner.tids).committed)
+    }
+
+    async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
+        self.inner
+            .read("load_before", move |s| async move {
+                s.load_before(oid, before).await
+            })
+            .await
+    }
+
+    async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
+        self.inner
+            .read("load_serial", move |s| async move {
+                s.load_serial(oid, serial).await
+            })
+            .await
+    }
+
+    async fn history(&self, oid: Oid, size: usize) -> StorageResult<Vec<HistoryEntry>> {
+        self.inner
+            .read(
+                "history",
+                move |s| async move { s.history(oid, size).await },
+            )
+            .await
+    }
+
+    async fn record_iternext(&self, start: Option<Oid>) -> StorageResult<Option<CurrentRecord>> {
+        self.inner
+            .read("record_iternext", move |s| async move {
+                s.record_iternext(start).await
+            })
+            .await
+    }
+
+    async fn iterator(
+        &self,
+        start: Option<Tid>,
+        stop: Option<Tid>,
+    ) -> StorageResult<TransactionStream> {
+        iter::iterator(&self.inner, start, stop).await
+    }
+
+    async fn undo_log(
+        &self,
+        first: u64,
+        last: u64,
+        filter: Option<UndoFilter>,
+    ) -> StorageResult<Vec<UndoEntry>> {
+        self.inner
+            .read("undo_log", move |s| {
+                let filter = filter.clone();
+                async move { s.undo_log(first, last, filter).await }
+            })
+            .await
+    }
+
+    async fn new_oids(&self, count: u32) -> StorageResult<Vec<Oid>> {
+        self.inner.new_oids(count).await
+    }
+
+    async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
+        self.inner.vote(txn).await
+    }
+
+    async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
+        self.inner.finish(id).await
+    }
+
+    async fn abort(&self, id: TxnId) -> StorageResult<()> {
+        self.inner.abort(id).await
+    }
+
+    async fn pack(&self, t: f64) -> StorageResult<()> {
+        self.inner.pack(t).await
+    }
+
+    async fn load_blob(&self, oid: Oid, serial: Tid) -> StorageResult<PathBuf> {
+        self.inner
+            .read("load_blob", move |s| async move {
+                s.load_blob(oid, serial).await
+            })
+            .await
+    }
+
+    fn invalidations(&self) -> Option<broadcast::Receiver<Invalidation>> {
+        self.inner.invalidations.subscribe()
+    }
+
+    async fn close(&self) -> StorageResult<()> {
+        self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use zeoraid_memstorage::MemStorage;
+
+    #[tokio::test]
+    async fn pack_is_refused_while_a_recovery_runs() {
+        let specs: Vec<BackendSpec> = (0..2)
+            .map(|i| {
+                (
+                    format!("m{i}"),
+                    Arc::new(MemStorage::new()) as Arc<dyn Storage>,
+                    None,
+                )
+            })
+            .collect();
+        let raid = RaidStorage::open(specs, RaidOptions::default())
+            .await
+            .unwrap();
+        raid.inner.recovery_running.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            raid.pack(0.0).await,
+            Err(StorageError::Transaction(m)) if m.contains("recovering")
+        ));
+        raid.inner.recovery_running.store(false, Ordering::SeqCst);
+        raid.pack(0.0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_recovering_backend_gets_no_reads_and_no_writes() {
+        let backends: Vec<Arc<MemStorage>> = (0..2).map(|_| Arc::new(MemStorage::new())).collect();
+        let specs: Vec<BackendSpec> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("m{i}"), Arc::clone(b) as Arc<dyn Storage>, None))
+            .collect();
+        let raid = RaidStorage::open(specs, RaidOptions::default())
+            .await
+            .unwrap();
+        raid.inner
+            .states()
+            .set_recovering(1, RecoveryProgress::default());
+        assert_eq!(raid.status(), RaidStatus::Recovering);
+        let oid = raid.new_oids(1).await.unwrap()[0];
+        let mut t = Transaction::new(TxnId(1), Default::default());
+        t.ops.push(zeoraid_storage::Operation::Store {
+            oid,
+            serial: Tid::ZERO,
+            data: Bytes::from_static(b"x"),
+        });
+        raid.vote(t).await.unwrap();
+        let tid = raid.finish(TxnId(1)).await.unwrap();
+        for _ in 0..4 {
+            raid.load_before(oid, Tid::MAX).await.unwrap();
+        }
+        assert_eq!(backends[1].last_transaction().await.unwrap(), Tid::ZERO);
+        assert_eq!(backends[0].last_transaction().await.unwrap(), tid);
+        let details = raid.details();
+        assert_eq!(details[1].counters.reads, 0);
+        assert!(details[1].state.to_string().starts_with("recovering"));
+    }
+}

@@ -1,0 +1,73 @@
+//! How a RAID is configured: the read policy, the fail mode, timeouts and the
+//! backends it mirrors onto. The binary's `<raidstorage>` section is mapped onto
+//! these types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeoraid_storage::Storage;
+
+/// The per-backend call timeout when neither the options nor the backend set one.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One backend as the RAID is given it: its name (unique, used in logs, status and
+/// `disable`), the storage, and an optional timeout overriding
+/// [`RaidOptions::backend_timeout`].
+pub type BackendSpec = (String, Arc<dyn Storage>, Option<Duration>);
+
+/// Which optimal backend serves a read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadPolicy {
+    /// Each read goes to the next optimal backend in turn.
+    #[default]
+    RoundRobin,
+    /// Each read goes to the optimal backend with the fewest calls in flight
+    /// (ties: the first in configuration order).
+    LeastOutstanding,
+}
+
+/// What the RAID does once no backend is optimal any more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// Every further call fails (gocept.zeoraid's default).
+    #[default]
+    Close,
+    /// Writes are refused with `ReadOnly`; reads go on from the backends that were
+    /// optimal last, as long as one of them can answer.
+    ReadOnly,
+}
+
+/// gocept.zeoraid's `cluster-mode`. Both values are accepted; zeoraid behaves as
+/// `single` in both (one zeoraid server owns its backends, reads go to one backend).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterMode {
+    #[default]
+    Single,
+    Coop,
+}
+
+/// The RAID's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaidOptions {
+    pub read_policy: ReadPolicy,
+    pub fail_mode: FailMode,
+    /// How long one call to one backend may take before the backend is degraded
+    /// (default 60s). A backend's own timeout in its [`BackendSpec`] overrides it.
+    /// `pack` is exempt (it may legitimately run for a long time).
+    pub backend_timeout: Duration,
+    /// Refuse every write with `ReadOnly`.
+    pub read_only: bool,
+    pub cluster_mode: ClusterMode,
+}
+
+impl Default for RaidOptions {
+    fn default() -> Self {
+        RaidOptions {
+            read_policy: ReadPolicy::default(),
+            fail_mode: FailMode::default(),
+            backend_timeout: DEFAULT_BACKEND_TIMEOUT,
+            read_only: false,
+            cluster_mode: ClusterMode::default(),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Backend states and the RAID status derived from them, with every change of
+//! state logged once: `warn` when a backend is degraded, `info` when one becomes
+//! optimal or starts recovering, `error` when the RAID fails.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How far a recovery has come (filled in by the recovery).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryProgress {
+    /// Transactions copied so far.
+    pub transactions: u64,
+    /// Transactions to copy in all, when known.
+    pub transactions_total: Option<u64>,
+    /// Bytes copied so far.
+    pub bytes: u64,
+    /// Bytes to copy in all, when known.
+    pub bytes_total: Option<u64>,
+    /// Estimated time until the recovery catches up.
+    pub eta: Option<Duration>,
+}
+
+impl fmt::Display for RecoveryProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} transactions", self.transactions)?;
+        if let Some(total) = self.transactions_total {
+            write!(f, " of {total}")?;
+        }
+        write!(f, ", {} bytes", self.bytes)?;
+        if let Some(total) = self.bytes_total {
+            write!(f, " of {total}")?;
+        }
+        if let Some(eta) = self.eta {
+            write!(f, ", eta {}s", eta.as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// In the RAID: takes every write, serves reads.
+    Optimal,
+    /// Out of the RAID, with the reason it was taken out.
+    Degraded { reason: String },
+    /// Being rebuilt from an optimal backend; takes no reads.
+    Recovering { progress: RecoveryProgress },
+}
+
+impl BackendState {
+    pub fn is_optimal(&self) -> bool {
+        matches!(self, BackendState::Optimal)
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendState::Optimal => f.write_str("optimal"),
+            BackendState::Degraded { reason } => write!(f, "degraded: {reason}"),
+            BackendState::Recovering { progress } => write!(f, "recovering: {progress}"),
+        }
+    }
+}
+
+/// The status of the whole RAID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaidStatus {
+    /// Every backend is optimal.
+    Optimal,
+    /// Some backend is not optimal, at least one is.
+    Degraded,
+    /// A backend is recovering (and at least one is optimal).
+    Recovering,
+    /// No backend is optimal.
+    Failed,
+}
+
+impl RaidStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaidStatus::Optimal => "optimal",
+            RaidStatus::Degraded => "degraded",
+            RaidStatus::Recovering => "recovering",
+            RaidStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RaidStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The states of all backends (in configuration order) and the status derived
+/// from them. Kept behind one lock so that "is this the last optimal backend" is
+/// answered atomically.
+#[derive(Debug)]
+pub(crate) struct StateTable {
+    names: Vec<String>,
+    states: Vec<BackendState>,
+    status: RaidStatus,
+    /// The backends that were optimal when the RAID failed: they hold every
+    /// acknowledged commit, so fail-mode `read-only` keeps reading from them.
+    last_good: Vec<usize>,
+}
+
+impl StateTable {
+    /// A table with the states derived at startup; logs them.
+    pub(crate) fn new(names: Vec<String>, states: Vec<BackendState>) -> Self {
+        for (name, state) in names.iter().zip(&states) {
+            match state {
+                BackendState::Optimal => tracing::info!(backend = %name, "backend is optimal"),
+                BackendState::Degraded { reason } => {
+                    tracing::warn!(backend = %name, %reason, "backend is degraded")
+                }
+                BackendState::Recovering { .. } => {
+                    tracing::info!(backend = %name, "backend is recovering")
+                }
+            }
+        }
+        let mut table = StateTable {
+            names,
+            states,
+            status: RaidStatus::Optimal,
+            last_good: Vec::new(),
+        };
+        table.status = table.derive_status();
+        table.log_status();
+        table
+    }
+
+    pub(crate) fn status(&self) -> RaidStatus {
+        self.status
+    }
+
+    pub(crate) fn state(&self, i: usize) -> &BackendState {
+        &self.states[i]
+    }
+
+    pub(crate) fn is_optimal(&self, i: usize) -> bool {
+        self.states.get(i).is_some_and(BackendState::is_optimal)
+    }
+
+    /// The optimal backends, in configuration order.
+    pub(crate) fn optimal(&self) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&i| self.states[i].is_optimal())
+            .collect()
+    }
+
+    pub(crate) fn last_good(&self) -> &[usize] {
+        &self.last_good
+    }
+
+    /// Degrades every backend in `batch` (those already degraded keep their first
+    /// reason). Returns whether any state changed. When the batch takes the last
+    /// optimal backends, those of them that were optimal are remembered as the last
+    /// good ones.
+    pub(crate) fn degrade_many(&mut self, batch: &[(usize, String)]) -> bool {
+        let optimal_before = self.optimal();
+        let mut changed = false;
+        for (i, reason) in batch {
+            let Some(state) = self.states.get_mut(*i) else {
+                continue;
+            };
+            if matches!(state, BackendState::Degraded { .. }) {
+                continue;
+            }
+            *state = BackendState::Degraded {
+                reason: reason.clone(),
+            };
+            tracing::warn!(backend = %self.names[*i], %reason, "backend degraded");
+            changed = true;
+        }
+        if changed {
+            if self.optimal().is_empty() && !optimal_before.is_empty() {
+                self.last_good = optimal_before;
+            }
+            self.update_status();
+        }
+        changed
+    }
+
+    pub(crate) fn degrade(&mut self, i: usize, reason: String) -> bool {
+        self.degrade_many(&[(i, reason)])
+    }
+
+    /// Makes a backend optimal (the recovery does this under the commit lock).
+    #[allow(dead_code)]
+    pub(crate) fn set_optimal(&mut self, i: usize) {
+        if let Some(state) = self.states.get_mut(i) {
+            if !state.is_optimal() {
+                *state = BackendState::Optimal;
+                tracing::info!(backend = %self.names[i], "backend is optimal");
+                self.last_good.clear();
+                self.update_status();
+            }
+        }
+    }
+
+    /// Marks a backend as recovering, or updates its progress.
+    #[allow(dead_code)]
+    pub(crate) fn set_recovering(&mut self, i: usize, progress: RecoveryProgress) {
+        if let Some(state) = self.states.get_mut(i) {
+            let started = !matches!(state, BackendState::Recovering { .. });
+            *state = BackendState::Recovering { progress };
+            if started {
+                tracing::info!(backend = %self.names[i], "backend is recovering");
+                self.update_status();
+            }
+        }
+    }
+
+    fn derive_status(&self) -> RaidStatus {
+        if !self.states.iter().any(BackendState::is_optimal) {
+            RaidStatus::Failed
+        } else if self
+            .states
+            .iter()
+            .any(|s| matches!(s, BackendState::Recovering { .. }))
+        {
+            RaidStatus::Recovering
+        } else if self.states.iter().all(BackendState::is_optimal) {
+            RaidStatus::Optimal
+        } else {
+            RaidStatus::Degraded
+        }
+    }
+
+    fn update_status(&mut self) {
+        let status = self.derive_status();
+        if status != self.status {
+            self.status = status;
+            self.log_status();
+        }
+    }
+
+    fn log_status(&self) {
+        let optimal = self.optimal().len();
+        let total = self.states.len();
+        match self.status {
+            RaidStatus::Optimal => tracing::info!(optimal, total, "RAID is optimal"),
+            RaidStatus::Degraded => tracing::warn!(optimal, total, "RAID is degraded"),
+            RaidStatus::Recovering => tracing::info!(optimal, total, "RAID is recovering"),
+            RaidStatus::Failed => {
+                tracing::error!(total, "RAID failed: no optimal backend left")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn table(n: usize) -> StateTable {
+        StateTable::new(
+            (0..n).map(|i| format!("b{i}")).collect(),
+            vec![BackendState::Optimal; n],
+        )
+    }
+
+    #[test]
+    fn status_follows_states() {
+        let mut t = table(2);
+        assert_eq!(t.status(), RaidStatus::Optimal);
+        assert!(t.degrade(1, "x".into()));
+        assert_eq!(t.status(), RaidStatus::Degraded);
+        assert!(
+            !t.degrade(1, "y".into()),
+            "a second degrade changes nothing"
+        );
+        assert_eq!(t.state(1).to_string(), "degraded: x");
+        t.set_recovering(1, RecoveryProgress::default());
+        assert_eq!(t.status(), RaidStatus::Recovering);
+        t.set_optimal(1);
+        assert_eq!(t.status(), RaidStatus::Optimal);
+        t.degrade_many(&[(0, "a".into()), (1, "b".into())]);
+        assert_eq!(t.status(), RaidStatus::Failed);
+        assert_eq!(t.last_good(), &[0, 1]);
+    }
+}
