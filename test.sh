@@ -12,8 +12,9 @@ trap 'rm -rf "$logs"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Debian packages the suite needs (none beyond the machine's base image yet).
-debian_packages=(openssl)
+# Debian packages the suite needs: openssl (TLS test certificates), chromium
+# (headless, checks the admin status page).
+debian_packages=(openssl chromium)
 missing=()
 for pkg in "${debian_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -130,3 +130,113 @@ def zeo_server(zeoraid_bin, tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+# ---------------------------------------------------------------- robustness (test_robustness.py)
+
+@pytest.fixture
+def spawn():
+    """`spawn(args, **popen_kw)` starts a process in its own process group and
+    returns the Popen; every group still alive at teardown is SIGKILLed (also when
+    the test failed), so nothing outlives the test."""
+    import signal
+    procs = []
+
+    def start(args, **kw):
+        kw.setdefault("start_new_session", True)
+        proc = subprocess.Popen(args, **kw)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class RestartableServer:
+    """`zeoraid serve -C zeo.conf` on a fixed port and Data.fs that can be killed
+    and started again (see the `zeoraid_serve` fixture)."""
+
+    def __init__(self, zeoraid_bin, spawn, workdir, zeo_options="", storage_options="",
+                 blobs=False):
+        self.bin = zeoraid_bin
+        self.spawn = spawn
+        self.workdir = pathlib.Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.addr = (self.host, self.port)
+        self.path = self.workdir / "Data.fs"
+        self.log_path = self.workdir / "server.log"
+        blob = "  blob-dir %s\n" % (self.workdir / "blobs") if blobs else ""
+        self.config_path = self.workdir / "zeo.conf"
+        self.config_path.write_text(
+            "<zeo>\n  address 127.0.0.1:%d\n%s</zeo>\n"
+            "<filestorage 1>\n  path %s\n%s%s</filestorage>\n"
+            % (self.port, zeo_options, self.path, blob, storage_options))
+        self.proc = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self, timeout=30):
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("ZEORAID_LOG", "info")
+        self.proc = self.spawn([self.bin, "serve", "-C", str(self.config_path)],
+                               stdout=log, stderr=log, cwd=str(self.workdir), env=env)
+        log.close()
+        _wait_listening(self.proc, self.host, self.port, self.log_path, timeout)
+        return self
+
+    def kill(self):
+        """SIGKILL: a crash (no shutdown, no index save, no flush)."""
+        import signal
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def zeoraid_serve(zeoraid_bin, spawn, tmp_path):
+    """`zeoraid_serve(workdir=None, zeo_options="", storage_options="", blobs=False)`
+    returns a started RestartableServer (fixed port and Data.fs: `kill()` then
+    `start()` is a crash and a restart); all are stopped at teardown."""
+    servers = []
+
+    def make(workdir=None, start=True, **kw):
+        server = RestartableServer(
+            zeoraid_bin, spawn, workdir or tmp_path / ("restartable%d" % len(servers)), **kw)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

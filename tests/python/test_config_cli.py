@@ -1,5 +1,6 @@
 """`zeoraid serve -C FILE`: the shipped examples load, bad configs fail clearly."""
 import re
+import subprocess
 
 import pytest
 
@@ -7,31 +8,50 @@ import conftest
 
 EXAMPLES = conftest.ROOT / "examples"
 EXIT_USAGE = 2
-EXIT_NOT_IMPLEMENTED = 1
 
 
-# zeo-single.conf (a plain <filestorage>) is really served now: see test_zeo_server.py.
-@pytest.mark.parametrize("name", ["zeoraid.conf", "gocept-zeoraid.conf"])
-def test_examples_parse(zeoraid, name):
-    result = zeoraid("serve", "-C", str(EXAMPLES / name))
-    # A valid config: the plan on stdout, then "not implemented" (no fake serving).
-    assert result.returncode == EXIT_NOT_IMPLEMENTED, result.stderr
-    assert "ZEO address  127.0.0.1:8100" in result.stdout
-    assert "storage '1':" in result.stdout
-    assert "serving is not implemented yet" in result.stderr
+def serve_example(zeoraid_bin, tmp_path, name):
+    """Run `serve` on a shipped example (ports made free, paths under tmp_path)
+    until it listens, then SIGTERM it; returns (exit code, stdout, stderr)."""
+    text = (EXAMPLES / name).read_text()
+    port, admin = conftest.free_port(), conftest.free_port()
+    text = text.replace("127.0.0.1:8100", "127.0.0.1:%d" % port)
+    text = text.replace("127.0.0.1:8180", "127.0.0.1:%d" % admin)
+    (tmp_path / "zeo.conf").write_text(text)
+    proc = subprocess.Popen([zeoraid_bin, "serve", "-C", "zeo.conf"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        conftest._wait_listening(proc, "127.0.0.1", port, "/dev/null")
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    return proc.returncode, out.decode(), err.decode(), port
 
 
-def test_raid_example_plan(zeoraid):
-    result = zeoraid("serve", "-C", str(EXAMPLES / "zeoraid.conf"))
-    out = result.stdout
-    assert "admin API    127.0.0.1:8180" in out
+@pytest.mark.parametrize("name", ["zeoraid.conf", "zeo-single.conf"])
+def test_embedded_examples_serve(zeoraid_bin, tmp_path, name):
+    code, out, err, port = serve_example(zeoraid_bin, tmp_path, name)
+    assert code == 0, err
+    assert "ZEO address  127.0.0.1:%d" % port in out
+    assert "storage '1':" in out
+    assert "panicked" not in err
+
+
+def test_raid_example_plan(zeoraid_bin, tmp_path):
+    code, out, err, _ = serve_example(zeoraid_bin, tmp_path, "zeoraid.conf")
+    assert code == 0, err
     assert "RAID-1 over 2 backends" in out
     assert "backend 'a': filestorage var/a/Data.fs" in out
     assert "backend 'b': filestorage var/b/Data.fs" in out
+    assert (tmp_path / "var" / "a" / "Data.fs").exists()
+    assert (tmp_path / "var" / "b" / "Data.fs").exists()
 
 
-def test_gocept_example_plan(zeoraid):
-    out = zeoraid("serve", "-C", str(EXAMPLES / "gocept-zeoraid.conf")).stdout
+def test_gocept_example_starts_without_its_backends(zeoraid_bin, tmp_path):
+    """Both <zeoclient> backends are unreachable: the RAID still starts (failed)
+    instead of blocking on them."""
+    code, out, err, _ = serve_example(zeoraid_bin, tmp_path, "gocept-zeoraid.conf")
+    assert code == 0, err
     assert "zeoclient 127.0.0.1:8101 storage '1'" in out
     assert "zeoclient 127.0.0.1:8102 storage '1'" in out
 
@@ -94,9 +114,12 @@ def test_warnings_for_ignored_settings(zeoraid, tmp_path):
     path = tmp_path / "zeo.conf"
     path.write_text(
         "%import zc.zlibstorage\n" + GOOD_ZEO
-        + "<zeoclient 1>\n  server 127.0.0.1:8101\n  cache-size 20MB\n</zeoclient>\n")
+        + "<zeoclient 1>\n  server 127.0.0.1:%d\n  cache-size 20MB\n  wait-timeout 1\n"
+          "</zeoclient>\n" % conftest.free_port())
     result = zeoraid("serve", "-C", str(path))
-    assert result.returncode == EXIT_NOT_IMPLEMENTED
+    # Nothing listens there: a proxy that waits for its server gives up clearly.
+    assert result.returncode == EXIT_USAGE
+    assert "cannot connect" in result.stderr
     assert "%import zc.zlibstorage is ignored" in result.stderr
     assert "'cache-size' in <zeoclient 1> is not supported yet, ignored" in result.stderr
 

@@ -32,6 +32,49 @@ pub enum Command {
         #[arg(short = 'C', long = "config")]
         config: PathBuf,
     },
+    /// Print the status of a running server as one word (Nagios exit codes).
+    ///
+    /// The word is optimal, recovering, degraded or failed: the worst over the
+    /// server's storages, or with -S the status of one storage. Exit status as gocept.zeoraid's controller, for Nagios: 0 optimal,
+    /// 1 recovering, 2 degraded or failed, 2 when the server cannot be reached.
+    /// Talks to the admin API at the configuration's `admin-address`.
+    Status {
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+        /// Only this storage.
+        #[arg(short = 'S', long = "storage")]
+        storage: Option<String>,
+    },
+    /// Print every backend of a running server as a table.
+    ///
+    /// Per backend: its state, the last transaction it holds, and the reason
+    /// it is degraded or the progress of its recovery. Exit status as for
+    /// `status`.
+    Details {
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+        /// Only this storage.
+        #[arg(short = 'S', long = "storage")]
+        storage: Option<String>,
+    },
+    /// Take a backend out of a RAID of a running server.
+    ///
+    /// The backend becomes degraded ("disabled by operator"). Refused for the
+    /// last optimal backend. Exit status 0 when done, 2 when refused or on
+    /// error.
+    Disable {
+        /// The backend's name (its section name in the `<raidstorage>`).
+        #[arg(value_name = "NAME")]
+        backend: String,
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+        /// The RAID storage (default: the server's only RAID storage).
+        #[arg(short = 'S', long = "storage")]
+        storage: Option<String>,
+    },
     /// Developer tools: inspect wire frames and transaction ids.
     #[command(hide = true)]
     Debug {
@@ -44,6 +87,17 @@ impl Cli {
     pub fn run(&self) -> anyhow::Result<ExitCode> {
         match &self.command {
             Command::Serve { config } => crate::serve::run(config),
+            Command::Status { config, storage } => {
+                crate::control::status(config, storage.as_deref())
+            }
+            Command::Details { config, storage } => {
+                crate::control::details(config, storage.as_deref())
+            }
+            Command::Disable {
+                backend,
+                config,
+                storage,
+            } => crate::control::disable(config, backend, storage.as_deref()),
             Command::Debug { command } => command.run(),
         }
     }

@@ -3,8 +3,10 @@
 //! `anyhow` lives here and only here: every layer below reports typed errors, and
 //! this edge turns them into one clear message and an exit code.
 
+mod admin;
 mod cli;
 mod config;
+mod control;
 mod debug;
 mod serve;
 

@@ -245,6 +245,13 @@ impl<'a> Keys<'a> {
         }
     }
 
+    pub fn float(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
     pub fn count(&self, name: &str) -> Option<u64> {
         match self.get(name)? {
             Value::Count(n) => Some(*n),

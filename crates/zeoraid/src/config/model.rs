@@ -59,9 +59,14 @@ pub struct ZeoConfig {
     /// behaves as if it were true: it never resolves conflicts itself and
     /// returns them to the client, which resolves them.
     pub client_conflict_resolution: bool,
-    /// `<ssl>`: accepted and kept, but TLS is not supported yet.
+    /// `invalidation-age`: answer `getInvalidations` for clients further behind
+    /// than the invalidation queue by iterating the storage back this far.
+    pub invalidation_age: Option<Duration>,
+    /// `msgpack` (default false): announce `M5` (msgpack) instead of `Z5` (pickle).
+    pub msgpack: bool,
+    /// `<ssl>`: TLS with client certificates required, as ZEO does.
     pub ssl: Option<SslConfig>,
-    /// Keys accepted but not supported yet (`invalidation-age`, `msgpack`), raw.
+    /// Keys accepted but not supported yet, raw (none in `<zeo>` today).
     pub unsupported: Vec<(String, String)>,
 }
 
@@ -217,8 +222,8 @@ const ZEO_KEYS: &[KeySpec] = &[
     key("transaction-timeout", Kind::Interval),
     key("pid-filename", Kind::Path),
     key("client-conflict-resolution", Kind::Bool),
-    ignored("invalidation-age", Kind::Float),
-    ignored("msgpack", Kind::Bool),
+    key("invalidation-age", Kind::Float),
+    key("msgpack", Kind::Bool),
 ];
 
 const SERVER_SSL_KEYS: &[KeySpec] = &[
@@ -441,13 +446,6 @@ fn ssl_config(
     if server && authenticate.is_none() {
         return Err(keys.missing("authenticate"));
     }
-    warnings.push(Warning {
-        pos: ssl.pos.clone(),
-        message: format!(
-            "<ssl> in {} is not supported yet, ignored: connections are NOT encrypted",
-            section.header()
-        ),
-    });
     Ok(Some(SslConfig {
         pos: ssl.pos.clone(),
         certificate: keys
@@ -475,6 +473,11 @@ fn zeo_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<ZeoConfi
         transaction_timeout: keys.interval("transaction-timeout"),
         pid_filename: keys.path("pid-filename"),
         client_conflict_resolution: keys.bool("client-conflict-resolution").unwrap_or(false),
+        invalidation_age: keys
+            .float("invalidation-age")
+            .filter(|secs| *secs > 0.0 && secs.is_finite())
+            .map(Duration::from_secs_f64),
+        msgpack: keys.bool("msgpack").unwrap_or(false),
         ssl: ssl_config(section, SERVER_SSL_KEYS, true, warnings)?,
         unsupported: keys.raw_ignored(ZEO_KEYS),
     })

@@ -1,0 +1,198 @@
+//! Server → client callbacks, always one-way `(0, True, name, args)`:
+//! `invalidateTransaction(tid, oids)` goes out on the invalidation broadcast,
+//! `info(dict)` updates the cached storage facts, and
+//! `receiveBlobStart/Chunk/Stop(oid, serial, …)` write a blob into the blob cache
+//! (they arrive before the reply to the `sendBlob` call that asked for them).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+use zeoraid_storage::{Invalidation, Oid, Tid};
+use zeoraid_wire::Value;
+
+use crate::blobs;
+
+/// Blob downloads in progress on one connection (owned by its reader task).
+#[derive(Default)]
+pub(crate) struct Downloads {
+    files: HashMap<(Oid, Tid), (PathBuf, tokio::fs::File)>,
+}
+
+/// What callbacks update; shared by every connection of one client.
+pub(crate) struct Callbacks {
+    pub(crate) invalidations: broadcast::Sender<Invalidation>,
+    /// The storage facts last heard of (`get_info`, then `info` updates).
+    pub(crate) info: Mutex<Vec<(Value, Value)>>,
+    /// The newest tid seen: register, invalidations, our own commits.
+    pub(crate) last_tid: Mutex<Tid>,
+    /// Where `receiveBlob*` write (None: no blob cache; shared blob dirs need none).
+    pub(crate) blob_cache: Option<PathBuf>,
+}
+
+fn oid_tid(args: &[Value], name: &str) -> Result<(Oid, Tid), String> {
+    match args {
+        [oid, tid, ..] => match (oid.as_bytes8(), tid.as_bytes8()) {
+            (Some(oid), Some(tid)) => Ok((Oid(oid), Tid(tid))),
+            _ => Err(format!("{name}: oid/serial are not 8-byte bytes")),
+        },
+        _ => Err(format!("{name}: expected (oid, serial, …)")),
+    }
+}
+
+impl Callbacks {
+    pub(crate) fn new(blob_cache: Option<PathBuf>) -> Self {
+        let (invalidations, _) = broadcast::channel(1024);
+        Callbacks {
+            invalidations,
+            info: Mutex::new(Vec::new()),
+            last_tid: Mutex::new(Tid::ZERO),
+            blob_cache,
+        }
+    }
+
+    /// Records `tid` as seen if it is newer.
+    pub(crate) fn saw_tid(&self, tid: Tid) {
+        if let Ok(mut last) = self.last_tid.lock() {
+            if tid > *last {
+                *last = tid;
+            }
+        }
+    }
+
+    pub(crate) fn last_tid(&self) -> Tid {
+        self.last_tid.lock().map(|t| *t).unwrap_or(Tid::ZERO)
+    }
+
+    /// Merges a dict into the cached info.
+    pub(crate) fn update_info(&self, dict: &Value) {
+        let Some(items) = dict.as_dict() else {
+            return;
+        };
+        if let Ok(mut info) = self.info.lock() {
+            for (k, v) in items {
+                match info.iter_mut().find(|(old, _)| old == k) {
+                    Some(slot) => slot.1 = v.clone(),
+                    None => info.push((k.clone(), v.clone())),
+                }
+            }
+        }
+    }
+
+    /// Broadcasts an invalidation (nobody listening is fine).
+    pub(crate) fn invalidate(&self, tid: Tid, oids: Vec<Oid>) {
+        self.saw_tid(tid);
+        let _ = self.invalidations.send(Invalidation { tid, oids });
+    }
+
+    /// Handles one callback. `Err(reason)` means the server broke the protocol and
+    /// the connection is dropped; unknown callbacks are only logged (as ZEO does).
+    pub(crate) async fn handle(
+        &self,
+        name: &str,
+        args: Value,
+        downloads: &mut Downloads,
+    ) -> Result<(), String> {
+        let args = args
+            .into_tuple_or_list()
+            .map_err(|v| format!("{name}: args are a {}, not a tuple", v.type_name()))?;
+        match name {
+            "invalidateTransaction" => {
+                let [tid, oids] = args.as_slice() else {
+                    return Err("invalidateTransaction: expected (tid, oids)".into());
+                };
+                let tid = tid
+                    .as_bytes8()
+                    .map(Tid)
+                    .ok_or("invalidateTransaction: tid is not 8 bytes")?;
+                let oids = oids
+                    .as_tuple_or_list()
+                    .ok_or("invalidateTransaction: oids are not a list")?
+                    .iter()
+                    .map(|o| o.as_bytes8().map(Oid))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("invalidateTransaction: an oid is not 8 bytes")?;
+                debug!(?tid, count = oids.len(), "invalidateTransaction");
+                self.invalidate(tid, oids);
+                Ok(())
+            }
+            "info" => {
+                let [dict] = args.as_slice() else {
+                    return Err("info: expected (dict,)".into());
+                };
+                if dict.as_dict().is_none() {
+                    return Err("info: argument is not a dict".into());
+                }
+                self.update_info(dict);
+                Ok(())
+            }
+            "receiveBlobStart" => {
+                let key = oid_tid(&args, name)?;
+                self.blob_start(key, downloads).await;
+                Ok(())
+            }
+            "receiveBlobChunk" => {
+                let key = oid_tid(&args, name)?;
+                let chunk = args
+                    .get(2)
+                    .and_then(Value::as_bytes)
+                    .ok_or("receiveBlobChunk: chunk is not bytes")?;
+                if let Some((path, file)) = downloads.files.get_mut(&key) {
+                    if let Err(e) = file.write_all(chunk).await {
+                        warn!("writing blob cache file {}: {e}", path.display());
+                        downloads.files.remove(&key);
+                    }
+                } else {
+                    debug!(oid = %key.0, "blob chunk without a started download; ignored");
+                }
+                Ok(())
+            }
+            "receiveBlobStop" => {
+                let key = oid_tid(&args, name)?;
+                if let Some((path, file)) = downloads.files.remove(&key) {
+                    finish_download(&path, file).await;
+                }
+                Ok(())
+            }
+            other => {
+                warn!("unknown callback {other:?} from server; ignored");
+                Ok(())
+            }
+        }
+    }
+
+    async fn blob_start(&self, key: (Oid, Tid), downloads: &mut Downloads) {
+        let Some(dir) = &self.blob_cache else {
+            debug!("blob sent but no blob cache configured; ignored");
+            return;
+        };
+        let path = blobs::download_path(&blobs::cache_path(dir, key.0, key.1));
+        if let Some(parent) = path.parent() {
+            if let Err(e) = tokio::fs::create_dir_all(parent).await {
+                warn!("creating blob cache directory {}: {e}", parent.display());
+                return;
+            }
+        }
+        match tokio::fs::File::create(&path).await {
+            Ok(file) => {
+                downloads.files.insert(key, (path, file));
+            }
+            Err(e) => warn!("creating blob cache file {}: {e}", path.display()),
+        }
+    }
+}
+
+async fn finish_download(partial: &Path, mut file: tokio::fs::File) {
+    if let Err(e) = file.flush().await {
+        warn!("flushing blob cache file {}: {e}", partial.display());
+        return;
+    }
+    drop(file);
+    let done = partial.with_extension("blob");
+    if let Err(e) = tokio::fs::rename(partial, &done).await {
+        warn!("renaming blob cache file {}: {e}", partial.display());
+    }
+}

@@ -1,0 +1,442 @@
+//! The multiplexed RPC layer over one live connection (a [`Session`]): many calls
+//! in flight, replies matched by msgid, one-way calls, a writer task so that every
+//! frame goes out in FIFO order, heartbeats, and a reader task that completes
+//! calls and hands server callbacks to [`crate::callbacks`].
+//!
+//! A session dies once: on EOF, an I/O error, a malformed frame, or when closed
+//! deliberately. Then every pending call fails at once with `Disconnected(reason)`,
+//! both tasks stop and the socket is dropped; the supervisor opens a new session.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use zeoraid_wire::{
+    decode_message, encode_frame, encode_message, Encoding, ErrorPayload, FrameDecoder, Message,
+    MessageKind, Value,
+};
+
+use crate::callbacks::{Callbacks, Downloads};
+use crate::error::ClientError;
+use crate::options::ServerAddress;
+use crate::transport::BoxedStream;
+
+type Reply = Result<Value, ClientError>;
+
+/// How many frames may wait for the writer before senders wait too.
+const OUTGOING_QUEUE: usize = 256;
+
+struct Pending {
+    calls: HashMap<i64, (&'static str, oneshot::Sender<Reply>)>,
+    /// Set once, when the session dies; the reason every later call fails with.
+    closed: Option<String>,
+}
+
+/// One live, registered-or-registering connection.
+pub(crate) struct Session {
+    /// Counts connections of one client, for logs and to tell a voted transaction's
+    /// connection from a later one.
+    pub(crate) generation: u64,
+    pub(crate) address: ServerAddress,
+    pub(crate) encoding: Encoding,
+    tx: mpsc::Sender<Bytes>,
+    pending: Mutex<Pending>,
+    next_msgid: AtomicI64,
+    closed_tx: watch::Sender<Option<String>>,
+    slow_call: Duration,
+}
+
+/// Removes a call's pending entry when the call ends in any way (reply, timeout,
+/// the caller dropping the future).
+struct PendingGuard<'a> {
+    session: &'a Session,
+    msgid: i64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.session.pending.lock() {
+            p.calls.remove(&self.msgid);
+        }
+    }
+}
+
+pub(crate) struct SessionParams {
+    pub(crate) generation: u64,
+    pub(crate) address: ServerAddress,
+    pub(crate) encoding: Encoding,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) slow_call: Duration,
+    pub(crate) max_frame_size: usize,
+}
+
+impl Session {
+    /// Starts the reader and writer tasks on a stream whose handshake is done.
+    /// `leftover` holds bytes already read past the handshake frame.
+    pub(crate) fn start(
+        stream: BoxedStream,
+        leftover: BytesMut,
+        params: SessionParams,
+        callbacks: Arc<Callbacks>,
+    ) -> Arc<Session> {
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (closed_tx, _) = watch::channel(None);
+        let session = Arc::new(Session {
+            generation: params.generation,
+            address: params.address,
+            encoding: params.encoding,
+            tx,
+            pending: Mutex::new(Pending {
+                calls: HashMap::new(),
+                closed: None,
+            }),
+            next_msgid: AtomicI64::new(1),
+            closed_tx,
+            slow_call: params.slow_call,
+        });
+        let (reader, writer) = tokio::io::split(stream);
+        tokio::spawn(write_loop(
+            session.clone(),
+            writer,
+            rx,
+            params.heartbeat_interval,
+        ));
+        tokio::spawn(read_loop(
+            session.clone(),
+            reader,
+            leftover,
+            FrameDecoder::new(params.max_frame_size),
+            callbacks,
+        ));
+        session
+    }
+
+    /// The reason the session died, if it did.
+    pub(crate) fn closed_reason(&self) -> Option<String> {
+        self.pending.lock().ok().and_then(|p| p.closed.clone())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        match self.pending.lock() {
+            Ok(p) => p.closed.is_some(),
+            Err(_) => true,
+        }
+    }
+
+    /// Waits until the session dies; returns the reason.
+    pub(crate) async fn closed(&self) -> String {
+        let mut rx = self.closed_tx.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "session dropped".into();
+            }
+        }
+    }
+
+    /// Kills the session: every pending call fails with `Disconnected(reason)` now,
+    /// the tasks stop and the socket is closed. Only the first reason counts.
+    pub(crate) fn close(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        let calls = match self.pending.lock() {
+            Ok(mut p) => {
+                if p.closed.is_some() {
+                    return;
+                }
+                p.closed = Some(reason.clone());
+                std::mem::take(&mut p.calls)
+            }
+            Err(_) => return,
+        };
+        info!(
+            server = %self.address,
+            generation = self.generation,
+            pending = calls.len(),
+            "ZEO connection closed: {reason}"
+        );
+        for (_, (_, reply)) in calls {
+            let _ = reply.send(Err(ClientError::Disconnected(reason.clone())));
+        }
+        self.closed_tx.send_replace(Some(reason));
+    }
+
+    fn frame(&self, message: &Message) -> Result<Bytes, ClientError> {
+        let payload = encode_message(message, self.encoding)?;
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        encode_frame(&payload, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    fn disconnected(&self) -> ClientError {
+        ClientError::Disconnected(
+            self.closed_reason()
+                .unwrap_or_else(|| "connection closed".into()),
+        )
+    }
+
+    /// Queues a frame for the writer, waiting at most `limit` for room.
+    async fn enqueue(&self, frame: Bytes, limit: Duration) -> Result<(), ClientError> {
+        match tokio::time::timeout(limit, self.tx.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.disconnected()),
+            Err(_) => Err(ClientError::Timeout(limit)),
+        }
+    }
+
+    /// A synchronous call: sends `name(*args)` and waits up to `limit` for the reply.
+    /// Error replies come back as `ClientError::Remote`.
+    pub(crate) async fn call(
+        &self,
+        name: &'static str,
+        args: Value,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
+        let frame = self.frame(&Message::call(msgid, name, args))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut p = self.pending.lock().map_err(|_| self.disconnected())?;
+            if let Some(reason) = &p.closed {
+                return Err(ClientError::Disconnected(reason.clone()));
+            }
+            p.calls.insert(msgid, (name, reply_tx));
+        }
+        let _guard = PendingGuard {
+            session: self,
+            msgid,
+        };
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(limit, async {
+            self.enqueue(frame, limit).await?;
+            match reply_rx.await {
+                Ok(reply) => reply,
+                Err(_) => Err(self.disconnected()),
+            }
+        })
+        .await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(reply) => {
+                if elapsed >= self.slow_call {
+                    warn!(server = %self.address, method = name, ?elapsed, "slow ZEO call");
+                }
+                reply
+            }
+            Err(_) => {
+                warn!(server = %self.address, method = name, ?limit, "ZEO call timed out");
+                Err(ClientError::Timeout(limit))
+            }
+        }
+    }
+
+    /// A one-way call (`(0, True, name, args)`): queued in order behind everything
+    /// sent before; fails only if the session is dead or the queue stays full for
+    /// `limit`.
+    pub(crate) async fn send_oneway(
+        &self,
+        name: &str,
+        args: Value,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        if self.is_closed() {
+            return Err(self.disconnected());
+        }
+        let frame = self.frame(&Message::one_way(name, args))?;
+        self.enqueue(frame, limit).await
+    }
+
+    /// Queues a one-way call without waiting (for `Drop` impls); dropped silently
+    /// when the queue is full or the session dead.
+    pub(crate) fn try_send_oneway(&self, name: &str, args: Value) {
+        if self.is_closed() {
+            return;
+        }
+        match self.frame(&Message::one_way(name, args)) {
+            Ok(frame) => {
+                if self.tx.try_send(frame).is_err() {
+                    debug!(server = %self.address, method = name, "one-way call dropped (queue full)");
+                }
+            }
+            Err(e) => debug!("cannot encode {name}: {e}"),
+        }
+    }
+
+    /// Completes the call `msgid` with `reply`.
+    fn complete(&self, msgid: i64, reply: Reply) {
+        let entry = match self.pending.lock() {
+            Ok(mut p) => p.calls.remove(&msgid),
+            Err(_) => None,
+        };
+        match entry {
+            Some((_, tx)) => {
+                let _ = tx.send(reply);
+            }
+            None => debug!(
+                server = %self.address,
+                msgid,
+                "reply to a call nobody waits for (timed out?)"
+            ),
+        }
+    }
+}
+
+async fn write_loop(
+    session: Arc<Session>,
+    mut writer: WriteHalf<BoxedStream>,
+    mut rx: mpsc::Receiver<Bytes>,
+    heartbeat_interval: Duration,
+) {
+    let mut closed = session.closed_tx.subscribe();
+    let heartbeat = match session.frame(&Message::heartbeat()) {
+        Ok(frame) => frame,
+        Err(e) => {
+            session.close(format!("cannot encode heartbeat: {e}"));
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + heartbeat_interval,
+        heartbeat_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if closed.borrow().is_some() {
+            break;
+        }
+        let batch = tokio::select! {
+            _ = closed.changed() => break,
+            frame = rx.recv() => match frame {
+                Some(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < 64 {
+                        match rx.try_recv() {
+                            Ok(frame) => batch.push(frame),
+                            Err(_) => break,
+                        }
+                    }
+                    batch
+                }
+                None => break,
+            },
+            _ = ticker.tick() => vec![heartbeat.clone()],
+        };
+        let write = async {
+            for frame in &batch {
+                writer.write_all(frame).await?;
+            }
+            writer.flush().await
+        };
+        tokio::select! {
+            _ = closed.changed() => break,
+            result = write => {
+                if let Err(e) = result {
+                    session.close(format!("write error: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
+}
+
+async fn read_loop(
+    session: Arc<Session>,
+    mut reader: ReadHalf<BoxedStream>,
+    mut buf: BytesMut,
+    mut decoder: FrameDecoder,
+    callbacks: Arc<Callbacks>,
+) {
+    let mut closed = session.closed_tx.subscribe();
+    let mut downloads = Downloads::default();
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    if let Err(reason) =
+                        dispatch(&session, &frame, &callbacks, &mut downloads).await
+                    {
+                        warn!(server = %session.address, "dropping ZEO connection: {reason}");
+                        session.close(reason);
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let reason = format!("malformed frame from server: {e}");
+                    warn!(server = %session.address, "dropping ZEO connection: {reason}");
+                    session.close(reason);
+                    return;
+                }
+            }
+        }
+        if closed.borrow().is_some() {
+            return;
+        }
+        tokio::select! {
+            _ = closed.changed() => return,
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => {
+                    session.close("server closed the connection");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    session.close(format!("read error: {e}"));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Handles one frame; `Err(reason)` drops the connection.
+async fn dispatch(
+    session: &Session,
+    frame: &[u8],
+    callbacks: &Callbacks,
+    downloads: &mut Downloads,
+) -> Result<(), String> {
+    let message =
+        decode_message(frame, session.encoding).map_err(|e| format!("malformed message: {e}"))?;
+    match message.kind {
+        MessageKind::Reply | MessageKind::ErrorReply => {
+            let Some(msgid) = message.msgid.as_int() else {
+                return Err(format!(
+                    "reply with a msgid we never send: {}",
+                    message.msgid.python_repr()
+                ));
+            };
+            let reply = if message.kind == MessageKind::Reply {
+                Ok(message.args)
+            } else {
+                match ErrorPayload::from_value(&message.args) {
+                    Ok(payload) => Err(ClientError::Remote(payload)),
+                    Err(e) => Err(ClientError::Protocol(format!("malformed error reply: {e}"))),
+                }
+            };
+            session.complete(msgid, reply);
+            Ok(())
+        }
+        MessageKind::OneWay => {
+            callbacks
+                .handle(&message.name, message.args, downloads)
+                .await
+        }
+        MessageKind::Heartbeat => Ok(()),
+        MessageKind::Call => {
+            warn!(
+                server = %session.address,
+                method = %message.name,
+                "server sent a synchronous call; ignored"
+            );
+            Ok(())
+        }
+    }
+}
