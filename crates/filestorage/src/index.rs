@@ -65,8 +65,8 @@ pub fn check_header(file: &File, read_only: bool) -> FsResult<u64> {
         return Err(FsError::corrupt(
             0,
             format!(
-                "not a FileStorage file (header {:?}, expected \"FS30\" or \"FS21\")",
-                String::from_utf8_lossy(head.get(..n).unwrap_or_default())
+                "not a FileStorage file (header b\"{}\", expected b\"FS30\" or b\"FS21\")",
+                head.get(..n).unwrap_or_default().escape_ascii()
             ),
         ));
     }

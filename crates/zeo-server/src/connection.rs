@@ -301,7 +301,14 @@ pub struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
     decoder: FrameDecoder,
+    max_frame_size: usize,
+    stall_timeout: Option<Duration>,
 }
+
+/// How much the read buffer grows at a time while a frame arrives: memory follows
+/// what the peer actually sent, not the length it announced (a 4-byte prefix must
+/// not make the server reserve `max_frame_size`).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A failure while reading frames.
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +319,8 @@ pub enum ReadError {
     Frame(zeoraid_wire::WireError),
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    #[error("nothing received for {0:?} in the middle of a frame")]
+    Stalled(Duration),
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -320,21 +329,54 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buffer: BytesMut::with_capacity(8 * 1024),
             decoder: FrameDecoder::new(max_frame_size),
+            max_frame_size,
+            stall_timeout: None,
         }
+    }
+
+    /// Fail with [`ReadError::Stalled`] when the peer sends nothing for `timeout`
+    /// while a frame is incomplete (idle time between frames is not limited).
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether the buffer holds a whole frame, or a length prefix the decoder
+    /// refuses.
+    fn frame_decidable(&self) -> bool {
+        let Some(prefix) = self.buffer.get(..4) else {
+            return false;
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        len > self.max_frame_size || self.buffer.len() - 4 >= len
     }
 
     /// The next frame's payload; `Ok(None)` at a clean end of stream. Cancel-safe:
     /// bytes read so far stay in the buffer.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         loop {
-            if let Some(frame) = self
-                .decoder
-                .decode(&mut self.buffer)
-                .map_err(ReadError::Frame)?
-            {
-                return Ok(Some(frame));
+            if self.frame_decidable() {
+                if let Some(frame) = self
+                    .decoder
+                    .decode(&mut self.buffer)
+                    .map_err(ReadError::Frame)?
+                {
+                    return Ok(Some(frame));
+                }
             }
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 2 {
+                self.buffer.reserve(READ_CHUNK);
+            }
+            let stall = self.stall_timeout.filter(|_| !self.buffer.is_empty());
+            let read = self.reader.read_buf(&mut self.buffer);
+            let n = match stall {
+                Some(limit) => tokio::time::timeout(limit, read)
+                    .await
+                    .map_err(|_| ReadError::Stalled(limit))??,
+                None => read.await?,
+            };
+            if n == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
@@ -448,6 +490,70 @@ mod tests {
             .unwrap();
         conn.finish_output();
         reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_length_prefix_alone_reserves_no_memory() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(ours, 64 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &(60u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &[7u8; 1000])
+            .await
+            .unwrap();
+        let pending = tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
+        assert!(pending.is_err(), "a partial frame is not a frame");
+        assert_eq!(reader.buffer.len(), 1004);
+        assert!(
+            reader.buffer.capacity() < 1 << 20,
+            "{}",
+            reader.buffer.capacity()
+        );
+        // The whole frame still arrives intact, in pieces.
+        let rest = vec![7u8; (60 << 20) - 1000];
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut peer, &rest)
+                .await
+                .unwrap();
+            peer
+        });
+        let frame = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(frame.len(), 60 << 20);
+        assert!(frame.iter().all(|b| *b == 7));
+        drop(writer.await.unwrap());
+        assert!(reader.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_peer_silent_in_the_middle_of_a_frame_is_dropped() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader =
+            FrameReader::new(ours, 1 << 20).with_stall_timeout(Duration::from_millis(100));
+        // Idle between frames: no limit.
+        let idle = tokio::time::timeout(Duration::from_millis(300), reader.read_frame()).await;
+        assert!(idle.is_err());
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &[0, 0, 0, 10, 1, 2])
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), reader.read_frame())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, ReadError::Stalled(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_prefix_fails_at_once() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &[0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        let err = reader.read_frame().await.unwrap_err();
+        assert!(matches!(err, ReadError::Frame(_)), "{err}");
     }
 
     #[test]

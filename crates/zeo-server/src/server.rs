@@ -51,7 +51,9 @@ pub struct ServerOptions {
     /// Where blob uploads (`storeBlobStart`…) are written before the vote.
     /// Default: the system temporary directory.
     pub blob_temp_dir: Option<PathBuf>,
-    /// How long a client may take to answer the handshake.
+    /// How long a client may take to answer the handshake, and how long it may
+    /// stay silent in the middle of a frame (it is then disconnected; idle time
+    /// between frames is not limited).
     pub handshake_timeout: Duration,
     /// Output queue limits of each connection.
     pub output_limits: OutputLimits,
@@ -687,7 +689,8 @@ async fn handle_connection<S>(
     let (conn, writer) = spawn_writer(id, peer.clone(), wr, shared.options.output_limits);
     debug!(%peer, conn = id, "connection accepted");
     conn.send_raw(if shared.options.msgpack { b"M5" } else { b"Z5" });
-    let mut reader = FrameReader::new(rd, shared.options.max_frame_size);
+    let mut reader = FrameReader::new(rd, shared.options.max_frame_size)
+        .with_stall_timeout(shared.options.handshake_timeout);
 
     let first = tokio::select! {
         r = tokio::time::timeout(shared.options.handshake_timeout, reader.read_frame()) => r,

@@ -69,6 +69,8 @@ pub(crate) struct ZeoTxn {
     pub voted: Option<TxnId>,
     /// Oids to invalidate at finish (stored and undone).
     pub invalidated: Vec<Oid>,
+    /// Votes of this transaction that answered conflicts so far.
+    pub conflict_rounds: u32,
 }
 
 /// A vote waiting for the commit lock.
@@ -175,6 +177,10 @@ impl Session {
                         Ok(None) => return CloseReason::Eof,
                         Err(ReadError::Frame(e)) => {
                             warn!(conn = %self.label(), "bad frame: {e}; closing the connection");
+                            return CloseReason::Protocol(e.to_string());
+                        }
+                        Err(e @ ReadError::Stalled(_)) => {
+                            warn!(conn = %self.label(), "{e}; closing the connection");
                             return CloseReason::Protocol(e.to_string());
                         }
                         Err(e) => return CloseReason::Io(e.to_string()),

@@ -260,13 +260,16 @@ async fn blob_upload_and_send_blob() {
     .await;
     assert_eq!(a.ok("vote", vec![Value::Int(1)]).await, Value::List(vec![]));
     let tid = a.ok("tpc_finish", vec![Value::Int(1)]).await;
-    // The upload's temp file is gone.
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("uploads"))
-            .unwrap()
-            .count(),
-        0
-    );
+    // The upload's temp file is gone (removed right after the reply is sent).
+    let uploads = dir.path().join("uploads");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_dir(&uploads).unwrap().count() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blob upload temp file left behind"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let mut b = TestClient::connect(&server.addr).await;
     b.register().await;

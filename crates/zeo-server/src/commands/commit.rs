@@ -90,8 +90,8 @@ pub(crate) fn tpc_begin(session: &mut Session, mut a: Args) -> Result<Value, Zeo
             "Multiple simultaneous tpc_begin requests from one client.",
         ));
     }
-    let user = a.bytes(1)?;
-    let description = a.bytes(2)?;
+    let user = a.bytes_or_str(1)?;
+    let description = a.bytes_or_str(2)?;
     let ext = extension::encode(a.get(3)?)?;
     let tid = a.opt_tid(4)?;
     let status = match a.opt(5) {
@@ -116,6 +116,7 @@ pub(crate) fn tpc_begin(session: &mut Session, mut a: Args) -> Result<Value, Zeo
         blob_files: Vec::new(),
         voted: None,
         invalidated: Vec::new(),
+        conflict_rounds: 0,
     });
     Ok(Value::None)
 }
@@ -306,6 +307,11 @@ impl Session {
     }
 }
 
+/// Votes of one transaction that may answer conflicts for the client to resolve;
+/// the last one answers a `ConflictError` instead. ZEO 5/6's
+/// `ClientStorage.tpc_vote` votes at most this many times.
+pub(crate) const MAX_CONFLICT_ROUNDS: u32 = 9;
+
 /// Vote with the commit lock held.
 async fn vote_locked(session: &mut Session) -> Result<Value, ZeoError> {
     let served = session.served()?;
@@ -331,6 +337,21 @@ async fn vote_locked(session: &mut Session) -> Result<Value, ZeoError> {
         Ok(VoteOutcome::Conflicts(conflicts)) => {
             served.lock.release(session.conn.id);
             served.stat(|s| s.conflicts += conflicts.len() as u64);
+            let rounds = session.txn.as_mut().map_or(0, |t| {
+                t.conflict_rounds += 1;
+                t.conflict_rounds
+            });
+            // ZEO's client re-votes at most 9 times and then goes on to tpc_finish
+            // as if it had won (ZEO answers AssertionError "finished called wo
+            // lock", which applications do not retry). Answer this last round with
+            // a ConflictError instead: the client aborts and `transaction`'s retry
+            // loops start over.
+            if let Some(first) = conflicts.first().filter(|_| rounds >= MAX_CONFLICT_ROUNDS) {
+                let err = ZeoError::conflict(first.oid, first.committed, first.read);
+                info!(conn = %session.label(), "vote: conflicts after {rounds} rounds; giving up");
+                session.clear_transaction().await;
+                return Err(err);
+            }
             debug!(conn = %session.label(), "vote: {} conflicts handed to the client", conflicts.len());
             Ok(Value::List(
                 conflicts

@@ -209,6 +209,17 @@ impl Args {
         }
     }
 
+    /// Bytes, or a str taken as its UTF-8 encoding (as ZODB's
+    /// `TransactionMetaData` does for `user` and `description`: a client
+    /// passing a `transaction.Transaction` sends them as str).
+    pub fn bytes_or_str(&mut self, i: usize) -> Result<bytes::Bytes, ZeoError> {
+        match self.take(i)? {
+            Value::Bytes(b) => Ok(b),
+            Value::Str(s) => Ok(bytes::Bytes::from(s.into_bytes())),
+            _ => Err(self.bad(i, "bytes or str")),
+        }
+    }
+
     /// Bytes or None.
     pub fn opt_bytes(&mut self, i: usize) -> Result<Option<bytes::Bytes>, ZeoError> {
         match self.take(i)? {
