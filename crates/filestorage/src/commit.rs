@@ -357,7 +357,13 @@ impl FileStorage {
         let end = b.tpos + tlen + 8;
         if let Some(quota) = self.opts.quota {
             if end > quota {
-                return Err(FsError::transaction("the storage quota has been exceeded"));
+                // A full storage, not an answer about the transaction (Python's
+                // FileStorageQuotaError is a StorageSystemError): a RAID must
+                // degrade this backend rather than fail the commit everywhere.
+                return Err(FsError::Io(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "the storage quota has been exceeded",
+                )));
             }
         }
         // Blobs first: a vote that fails later removes them again.

@@ -553,3 +553,25 @@ fn empty_transaction_and_metadata() {
     big.meta.description = Bytes::from(vec![b'x'; 70000]);
     assert!(fs.vote(&big).is_err());
 }
+
+#[test]
+fn exceeding_the_quota_is_a_storage_failure_not_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open_with(&path, |o| o.quota = Some(200));
+    commit(&fs, txn("small", vec![store(0, Tid::ZERO, b"root")]));
+    let err = storage_err(
+        fs.vote(&txn("big", vec![store(1, Tid::ZERO, &[b'x'; 300])]))
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull),
+        "{err:?}"
+    );
+    assert!(!err.is_answer());
+    assert!(err.to_string().contains("quota"));
+    // Nothing was written; smaller transactions still fit.
+    let len = file_len(&path);
+    assert!(len < 200);
+    commit(&fs, txn("small again", vec![store(2, Tid::ZERO, b"2")]));
+}

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use zeoraid_filestorage::{AsyncFileStorage, Options as FsOptions};
 use zeoraid_storage::Storage;
-use zeoraid_zeo_client::{ServerAddress, TlsOptions as ClientTls, ZeoClient, ZeoClientOptions};
+use zeoraid_zeo_client::{
+    ConnectionState, ServerAddress, TlsOptions as ClientTls, ZeoClient, ZeoClientOptions,
+};
 use zeoraid_zeo_server::{Address, ServerOptions, TlsOptions, ZeoServer};
 
 use zeoraid_raid as raid_options;
@@ -244,6 +246,17 @@ async fn open_zeoclient(name: &str, zc: &ZeoClientConfig, wait: bool) -> anyhow:
     Ok(client)
 }
 
+/// Waits until `client` is no longer making its first connection attempt (it
+/// connected, or the attempt failed), at most `limit`.
+async fn first_attempt(client: &ZeoClient, limit: std::time::Duration) {
+    let mut state = client.watch_connection();
+    let _ = tokio::time::timeout(
+        limit,
+        state.wait_for(|s| !matches!(s, ConnectionState::Connecting)),
+    )
+    .await;
+}
+
 /// A `<raidstorage>`: open its backends, then derive the RAID's state from them.
 async fn open_raid(
     name: &str,
@@ -262,6 +275,7 @@ async fn open_raid(
         );
     }
     let mut backends: Vec<BackendSpec> = Vec::new();
+    let mut connecting: Vec<(Arc<ZeoClient>, std::time::Duration)> = Vec::new();
     for backend in &raid.backends {
         let label = format!("{name}/{}", backend.name);
         match &backend.kind {
@@ -275,10 +289,18 @@ async fn open_raid(
             BackendKind::ZeoClient(zc) => {
                 // Never wait: an unreachable backend starts degraded and must not
                 // hold up the RAID.
-                let storage = open_zeoclient(&label, zc, false).await?;
-                backends.push((backend.name.clone(), Arc::new(storage), Some(zc.timeout)));
+                let storage = Arc::new(open_zeoclient(&label, zc, false).await?);
+                connecting.push((storage.clone(), zc.connect_timeout));
+                backends.push((backend.name.clone(), storage, Some(zc.timeout)));
             }
         }
+    }
+    // But let each finish the connection attempt it is making (at most its
+    // connect-timeout; a refused one ends at once): the RAID derives the
+    // backends' states right away, and a reachable backend still connecting
+    // would start degraded.
+    for (client, limit) in connecting {
+        first_attempt(&client, limit).await;
     }
     let raid_options = RaidOptions {
         read_policy: match raid.read_policy {
