@@ -81,6 +81,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Counts a pack in progress until dropped.
+struct PackGuard<'a>(&'a Inner);
+
+impl Drop for PackGuard<'_> {
+    fn drop(&mut self) {
+        self.0.pack_running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The transaction between `vote` and `finish`/`abort`, holding the commit lock.
 pub(crate) struct Pending {
     id: TxnId,
@@ -113,7 +122,7 @@ impl Inner {
             backends: participants.clone(),
         };
         let calls = participants.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             let t = txn.clone();
             async move { (i, b.call(Kind::Write, b.storage.vote(t)).await) }
         });
@@ -173,7 +182,7 @@ impl Inner {
     /// Moves the tid clock up to the last transaction of `backends`.
     async fn refresh_clock(&self, backends: &[usize]) {
         let calls = backends.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             async move { b.call(Kind::Probe, b.storage.last_transaction()).await }
         });
         for tid in join_all(calls).await.into_iter().flatten() {
@@ -222,7 +231,7 @@ impl Inner {
         let tid = pending.tid;
         let live = self.live_participants(&pending);
         let calls = live.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.finish(id)).await) }
         });
         let results = join_all(calls).await;
@@ -243,7 +252,7 @@ impl Inner {
             ));
         }
         for &i in &finished {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             b.note_tid(tid);
             b.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -266,7 +275,7 @@ impl Inner {
         };
         let live = self.live_participants(&pending);
         let calls = live.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.abort(id)).await) }
         });
         let out: Vec<(usize, String)> = join_all(calls)
@@ -287,6 +296,10 @@ impl Inner {
     /// is recovering.
     pub(crate) async fn pack(self: &Arc<Self>, t: f64) -> StorageResult<()> {
         self.check_writable()?;
+        // Announce the pack before looking for a recovery (and a recovery does the
+        // reverse): whichever comes second sees the other.
+        self.pack_running.fetch_add(1, Ordering::SeqCst);
+        let _packing = PackGuard(self);
         if self.recovery_running.load(Ordering::SeqCst) {
             return Err(StorageError::Transaction(
                 "pack is refused while a backend is recovering".into(),
@@ -294,7 +307,7 @@ impl Inner {
         }
         let participants = self.optimal();
         let calls = participants.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             async move { (i, b.call_within(Kind::Write, None, b.storage.pack(t)).await) }
         });
         let mut faults = Vec::new();

@@ -19,6 +19,33 @@ pub enum RaidError {
 
     #[error("the RAID storage is closed")]
     Closed,
+
+    #[error("backend {0:?} is optimal: there is nothing to recover")]
+    AlreadyOptimal(String),
+
+    #[error("a recovery of {0:?} is already running: one recovery at a time")]
+    RecoveryRunning(String),
+
+    #[error("recovery is refused while a pack runs")]
+    PackRunning,
+
+    #[error("cannot recover {0:?}: no other backend is optimal to copy from")]
+    NoSource(String),
+
+    #[error(
+        "truncating a backend is not supported (the Storage trait cannot remove \
+         transactions): wipe the backend's storage and recover it from empty"
+    )]
+    TruncateUnsupported,
+
+    #[error("{reason}")]
+    RecoveryFailed { backend: String, reason: String },
+
+    #[error("refusing to remove {0:?}: {1}")]
+    RemoveRefused(String, String),
+
+    #[error("verify failed: {0}")]
+    VerifyFailed(String),
 }
 
 /// The error every call gets once no backend is optimal (fail-mode `close`) or when

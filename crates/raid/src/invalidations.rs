@@ -81,7 +81,7 @@ impl Hub {
 /// One forwarding task per backend that has an invalidation stream.
 pub(crate) fn spawn_forwarders(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    for (i, b) in inner.backends.iter().enumerate() {
+    for (i, b) in inner.all_backends().iter().enumerate() {
         let Some(rx) = b.storage.invalidations() else {
             continue;
         };
@@ -94,13 +94,21 @@ pub(crate) fn spawn_forwarders(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
     tasks
 }
 
+/// The forwarding task of backend `i` added later, if it has a stream. (The RAID's
+/// own stream exists only if some backend had one at `open`: the ZEO server
+/// subscribes once.)
+pub(crate) fn spawn_forwarder(inner: &Arc<Inner>, i: usize) -> Option<JoinHandle<()>> {
+    let rx = inner.backend(i).storage.invalidations()?;
+    Some(tokio::spawn(forward(Arc::downgrade(inner), i, rx)))
+}
+
 async fn forward(inner: Weak<Inner>, i: usize, mut rx: broadcast::Receiver<Invalidation>) {
     loop {
         let inv = match rx.recv().await {
             Ok(inv) => inv,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 if let Some(inner) = inner.upgrade() {
-                    tracing::warn!(backend = %inner.backends[i].name, missed = n,
+                    tracing::warn!(backend = %inner.backend(i).name, missed = n,
                         "invalidations from a backend were lost (lagging)");
                 }
                 continue;
@@ -113,7 +121,7 @@ async fn forward(inner: Weak<Inner>, i: usize, mut rx: broadcast::Receiver<Inval
         if !inner.is_optimal(i) {
             continue;
         }
-        inner.backends[i].note_tid(inv.tid);
+        inner.backend(i).note_tid(inv.tid);
         lock(&inner.tids).note_committed(inv.tid);
         inner.invalidations.offer(inv);
     }

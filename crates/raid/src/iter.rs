@@ -54,7 +54,7 @@ async fn next(mut c: Cursor) -> Option<(StorageResult<TransactionRecord>, Cursor
         if c.done {
             return None;
         }
-        let timeout = c.inner.backends[c.backend].timeout;
+        let timeout = c.inner.backend(c.backend).timeout;
         let reason = match tokio::time::timeout(timeout, c.stream.next()).await {
             Ok(Some(Ok(record))) => {
                 match record.tid.as_u64().checked_add(1) {

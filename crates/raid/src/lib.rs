@@ -22,21 +22,26 @@
 
 mod backend;
 mod commit;
+mod compare;
 mod error;
 mod invalidations;
 mod iter;
+mod members;
 mod oids;
 mod options;
 mod read;
+mod recovery;
 mod startup;
 mod state;
 mod status;
 mod verdict;
+mod verify;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -50,11 +55,14 @@ use zeoraid_storage::{
 
 pub use backend::BackendCounters;
 pub use error::RaidError;
+pub use members::ADDED_BY_CONTROLLER;
 pub use options::{
     BackendSpec, ClusterMode, FailMode, RaidOptions, ReadPolicy, DEFAULT_BACKEND_TIMEOUT,
 };
+pub use recovery::{RecoveryReport, SWITCH_OVER_AT};
 pub use state::{BackendState, RaidStatus, RecoveryProgress};
 pub use status::BackendDetails;
+pub use verify::VerifyReport;
 
 use backend::{Backend, Kind};
 use state::StateTable;
@@ -70,7 +78,9 @@ pub struct RaidStorage {
 
 /// Everything the RAID shares with its background tasks.
 pub(crate) struct Inner {
-    pub backends: Vec<Backend>,
+    /// Every backend ever configured, by index (indices never change: a removed
+    /// backend keeps its slot, marked removed in the state table).
+    pub backends: RwLock<Vec<Arc<Backend>>>,
     pub options: RaidOptions,
     pub states: Mutex<StateTable>,
     /// One permit: held from `vote` to `finish`/`abort`, and by `disable`.
@@ -85,6 +95,14 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     /// Set while a recovery runs (the recovery refuses pack through it).
     pub recovery_running: AtomicBool,
+    /// The backend being recovered (for the "one at a time" refusal).
+    pub recovery: Mutex<Option<String>>,
+    /// The running recovery task (aborted when the RAID closes).
+    pub recovery_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Packs in progress (a recovery is refused while one runs).
+    pub pack_running: AtomicUsize,
+    /// The recovery's rate limit in bytes/s, 0 for none.
+    pub recovery_rate: AtomicU64,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -97,6 +115,20 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Backend `i` (indices come from the state table, so they exist).
+    pub(crate) fn backend(&self, i: usize) -> Arc<Backend> {
+        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&backends[i])
+    }
+
+    /// Every backend slot, removed ones included, by index.
+    pub(crate) fn all_backends(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn states(&self) -> MutexGuard<'_, StateTable> {
         lock(&self.states)
     }
@@ -155,7 +187,11 @@ impl Inner {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
-        let calls = self.backends.iter().map(|b| async move {
+        if let Some(task) = lock(&self.recovery_task).take() {
+            task.abort();
+        }
+        let backends = self.all_backends();
+        let calls = backends.iter().map(|b| async move {
             if let Err(e) = b.call(Kind::Write, b.storage.close()).await {
                 tracing::warn!(backend = %b.name, error = ?e, "closing a backend failed");
             }
@@ -178,7 +214,7 @@ impl Inner {
         let inner = Arc::clone(self);
         runtime.spawn(async move {
             let calls = indices.iter().map(|&i| {
-                let b = &inner.backends[i];
+                let b = inner.backend(i);
                 async move {
                     if let Err(e) = b.call(Kind::Write, b.storage.abort(id)).await {
                         tracing::debug!(backend = %b.name, error = ?e, "abort of a degraded backend failed");
@@ -213,16 +249,21 @@ impl RaidStorage {
         if options.cluster_mode == ClusterMode::Coop {
             tracing::info!("cluster-mode coop is accepted; zeoraid behaves as cluster-mode single");
         }
-        let backends: Vec<Backend> = backends
+        let backends: Vec<Arc<Backend>> = backends
             .into_iter()
             .map(|(name, storage, timeout)| {
-                Backend::new(name, storage, timeout.unwrap_or(options.backend_timeout))
+                Arc::new(Backend::new(
+                    name,
+                    storage,
+                    timeout.unwrap_or(options.backend_timeout),
+                ))
             })
             .collect();
         let (states, newest) = startup::derive_states(&backends).await;
         let names = backends.iter().map(|b| b.name.clone()).collect();
+        let recovery_rate = options.recovery_rate.unwrap_or(0);
         let inner = Arc::new(Inner {
-            backends,
+            backends: RwLock::new(backends),
             options,
             states: Mutex::new(StateTable::new(names, states)),
             commit_lock: Arc::new(Semaphore::new(1)),
@@ -233,6 +274,10 @@ impl RaidStorage {
             invalidations: invalidations::Hub::new(),
             closed: AtomicBool::new(false),
             recovery_running: AtomicBool::new(false),
+            recovery: Mutex::new(None),
+            recovery_task: Mutex::new(None),
+            pack_running: AtomicUsize::new(0),
+            recovery_rate: AtomicU64::new(recovery_rate),
             tasks: Mutex::new(Vec::new()),
         });
         let tasks = invalidations::spawn_forwarders(&inner);
@@ -261,6 +306,74 @@ impl RaidStorage {
     /// optimal backend.
     pub async fn disable(&self, name: &str) -> Result<(), RaidError> {
         self.inner.disable(name).await
+    }
+
+    /// Rebuilds the degraded backend `name` from an optimal one, online, and waits
+    /// for the end (see `recovery.rs`). Refused at once (without changing
+    /// anything) for an unknown or optimal backend, while another recovery or a
+    /// pack runs, or with no other optimal backend. A diverged target, or a
+    /// failure of the target or the source, leaves the target degraded with the
+    /// reason and returns [`RaidError::RecoveryFailed`].
+    pub async fn recover(&self, name: &str) -> Result<RecoveryReport, RaidError> {
+        match self.start_recover(name, false)?.await {
+            Ok(result) => result,
+            Err(e) => Err(RaidError::RecoveryFailed {
+                backend: name.to_string(),
+                reason: format!("recovery failed: the recovery task ended: {e}"),
+            }),
+        }
+    }
+
+    /// Starts the recovery of `name` in the background: the checks of
+    /// [`RaidStorage::recover`] happen now (an error means nothing started), the
+    /// copy runs in a task whose handle is returned. `truncate` (overwrite a
+    /// diverged backend) is refused: the `Storage` trait cannot remove
+    /// transactions.
+    pub fn start_recover(
+        &self,
+        name: &str,
+        truncate: bool,
+    ) -> Result<JoinHandle<Result<RecoveryReport, RaidError>>, RaidError> {
+        if truncate {
+            return Err(RaidError::TruncateUnsupported);
+        }
+        let (t, s) = self.inner.begin_recovery(name)?;
+        let inner = Arc::clone(&self.inner);
+        let handle = tokio::spawn(inner.run_recovery(t, s));
+        *lock(&self.inner.recovery_task) = Some(handle.abort_handle());
+        Ok(handle)
+    }
+
+    /// Changes the recovery rate limit (bytes/s, `None`: unlimited), also for a
+    /// recovery that is running.
+    pub fn set_recovery_rate(&self, rate: Option<u64>) {
+        self.inner
+            .recovery_rate
+            .store(rate.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Compares every optimal backend transaction by transaction and record by
+    /// record, up to the last transaction committed when it starts (clients may
+    /// go on writing); reports the first difference.
+    pub async fn verify(&self) -> Result<VerifyReport, RaidError> {
+        self.inner.verify().await
+    }
+
+    /// Adds a backend (a reload): it joins degraded (`added by controller`) and
+    /// takes part in nothing until it is recovered.
+    pub async fn add_backend(
+        &self,
+        name: &str,
+        storage: Arc<dyn Storage>,
+        timeout: Option<Duration>,
+    ) -> Result<(), RaidError> {
+        self.inner.add_backend(name, storage, timeout).await
+    }
+
+    /// Removes a backend (a reload): it is closed and forgotten. Refused for the
+    /// last optimal backend and for a backend a recovery is using.
+    pub async fn remove_backend(&self, name: &str) -> Result<(), RaidError> {
+        self.inner.remove_backend(name).await
     }
 }
 
@@ -395,6 +508,33 @@ mod tests {
         ));
         raid.inner.recovery_running.store(false, Ordering::SeqCst);
         raid.pack(0.0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recovery_is_refused_while_a_pack_runs() {
+        let specs: Vec<BackendSpec> = (0..2)
+            .map(|i| {
+                (
+                    format!("m{i}"),
+                    Arc::new(MemStorage::new()) as Arc<dyn Storage>,
+                    None,
+                )
+            })
+            .collect();
+        let raid = RaidStorage::open(specs, RaidOptions::default())
+            .await
+            .unwrap();
+        raid.disable("m1").await.unwrap();
+        raid.inner.pack_running.store(1, Ordering::SeqCst);
+        let err = raid.start_recover("m1", false).unwrap_err();
+        assert!(matches!(err, RaidError::PackRunning), "{err}");
+        assert!(!raid.inner.recovery_running.load(Ordering::SeqCst));
+        assert!(matches!(
+            raid.backend_state("m1"),
+            Some(BackendState::Degraded { .. })
+        ));
+        raid.inner.pack_running.store(0, Ordering::SeqCst);
+        raid.recover("m1").await.unwrap();
     }
 
     #[tokio::test]

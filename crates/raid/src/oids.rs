@@ -43,7 +43,7 @@ impl Inner {
             return Err(self.failed_error());
         }
         let calls = participants.iter().map(|&i| {
-            let b = &self.backends[i];
+            let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.new_oids(count)).await) }
         });
         let mut counters = Vec::new();
@@ -85,7 +85,7 @@ impl Inner {
     /// Asks backend `i` for oids until its counter reaches `top`; the degrade reason
     /// if it fails.
     async fn catch_up(&self, i: usize, mut high: u64, top: u64) -> Option<(usize, String)> {
-        let b = &self.backends[i];
+        let b = self.backend(i);
         for _ in 0..MAX_CATCH_UP_CALLS {
             if high >= top {
                 return None;

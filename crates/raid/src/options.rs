@@ -58,6 +58,9 @@ pub struct RaidOptions {
     /// Refuse every write with `ReadOnly`.
     pub read_only: bool,
     pub cluster_mode: ClusterMode,
+    /// `recovery-rate`: the most bytes per second a recovery copies (`None`: as
+    /// fast as the backends go).
+    pub recovery_rate: Option<u64>,
 }
 
 impl Default for RaidOptions {
@@ -68,6 +71,7 @@ impl Default for RaidOptions {
             backend_timeout: DEFAULT_BACKEND_TIMEOUT,
             read_only: false,
             cluster_mode: ClusterMode::default(),
+            recovery_rate: None,
         }
     }
 }

@@ -49,7 +49,7 @@ impl Inner {
             ReadPolicy::LeastOutstanding => targets
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, &i)| self.backends[i].in_flight())
+                .min_by_key(|(_, &i)| self.backend(i).in_flight())
                 .map(|(pos, _)| pos)
                 .unwrap_or(0),
         };
@@ -90,7 +90,7 @@ impl Inner {
             if degrade && !self.is_optimal(i) {
                 continue;
             }
-            let b = &self.backends[i];
+            let b = self.backend(i);
             match b.call(Kind::Read, f(Arc::clone(&b.storage))).await {
                 Ok(v) => return Ok((i, v)),
                 Err(CallError::Answer(e)) => return Err(e),
@@ -114,7 +114,7 @@ impl Inner {
     /// `info` of one backend, named after the RAID, read-only when the RAID is.
     pub(crate) async fn info(&self) -> StorageResult<StorageInfo> {
         let mut info = self.read("info", |s| async move { s.info().await }).await?;
-        let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let names = self.states().names();
         info.name = format!("RAID of {}", names.join(", "));
         info.read_only = info.read_only
             || self.options.read_only

@@ -5,6 +5,8 @@
 //! degraded with the failure as reason. A hung backend delays `open` by at most its
 //! timeout.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 use zeoraid_storage::Tid;
 
@@ -15,7 +17,7 @@ use crate::state::BackendState;
 pub const MISSING_TRANSACTIONS: &str = "missing transactions";
 
 /// The derived states (in configuration order) and the newest tid.
-pub(crate) async fn derive_states(backends: &[Backend]) -> (Vec<BackendState>, Tid) {
+pub(crate) async fn derive_states(backends: &[Arc<Backend>]) -> (Vec<BackendState>, Tid) {
     let calls = backends
         .iter()
         .map(|b| async move { b.call(Kind::Probe, b.storage.last_transaction()).await });

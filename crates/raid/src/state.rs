@@ -101,6 +101,8 @@ impl fmt::Display for RaidStatus {
 pub(crate) struct StateTable {
     names: Vec<String>,
     states: Vec<BackendState>,
+    /// Backends removed by a reload: they keep their index but count for nothing.
+    removed: Vec<bool>,
     status: RaidStatus,
     /// The backends that were optimal when the RAID failed: they hold every
     /// acknowledged commit, so fail-mode `read-only` keeps reading from them.
@@ -121,9 +123,11 @@ impl StateTable {
                 }
             }
         }
+        let removed = vec![false; states.len()];
         let mut table = StateTable {
             names,
             states,
+            removed,
             status: RaidStatus::Optimal,
             last_good: Vec::new(),
         };
@@ -141,14 +145,63 @@ impl StateTable {
     }
 
     pub(crate) fn is_optimal(&self, i: usize) -> bool {
-        self.states.get(i).is_some_and(BackendState::is_optimal)
+        !self.is_removed(i) && self.states.get(i).is_some_and(BackendState::is_optimal)
+    }
+
+    pub(crate) fn is_removed(&self, i: usize) -> bool {
+        self.removed.get(i).copied().unwrap_or(true)
+    }
+
+    /// The indices of the backends that are not removed, in configuration order.
+    pub(crate) fn present(&self) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&i| !self.removed[i])
+            .collect()
+    }
+
+    /// The names of the backends that are not removed, in configuration order.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.present()
+            .into_iter()
+            .map(|i| self.names[i].clone())
+            .collect()
+    }
+
+    /// The index of the (not removed) backend called `name`.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.present().into_iter().find(|&i| self.names[i] == name)
     }
 
     /// The optimal backends, in configuration order.
     pub(crate) fn optimal(&self) -> Vec<usize> {
         (0..self.states.len())
-            .filter(|&i| self.states[i].is_optimal())
+            .filter(|&i| self.is_optimal(i))
             .collect()
+    }
+
+    /// Adds a backend (a reload) with `state`; returns its index.
+    pub(crate) fn push(&mut self, name: String, state: BackendState) -> usize {
+        if let BackendState::Degraded { reason } = &state {
+            tracing::warn!(backend = %name, %reason, "backend added, degraded");
+        }
+        self.names.push(name);
+        self.states.push(state);
+        self.removed.push(false);
+        self.update_status();
+        self.states.len() - 1
+    }
+
+    /// Removes backend `i` (a reload): it no longer counts for anything.
+    pub(crate) fn remove(&mut self, i: usize) {
+        if let Some(r) = self.removed.get_mut(i) {
+            *r = true;
+            self.states[i] = BackendState::Degraded {
+                reason: "removed".into(),
+            };
+            tracing::info!(backend = %self.names[i], "backend removed");
+            self.last_good.retain(|&g| g != i);
+            self.update_status();
+        }
     }
 
     pub(crate) fn last_good(&self) -> &[usize] {
@@ -163,6 +216,9 @@ impl StateTable {
         let optimal_before = self.optimal();
         let mut changed = false;
         for (i, reason) in batch {
+            if self.removed.get(*i).copied().unwrap_or(true) {
+                continue;
+            }
             let Some(state) = self.states.get_mut(*i) else {
                 continue;
             };
@@ -189,7 +245,6 @@ impl StateTable {
     }
 
     /// Makes a backend optimal (the recovery does this under the commit lock).
-    #[allow(dead_code)]
     pub(crate) fn set_optimal(&mut self, i: usize) {
         if let Some(state) = self.states.get_mut(i) {
             if !state.is_optimal() {
@@ -202,7 +257,6 @@ impl StateTable {
     }
 
     /// Marks a backend as recovering, or updates its progress.
-    #[allow(dead_code)]
     pub(crate) fn set_recovering(&mut self, i: usize, progress: RecoveryProgress) {
         if let Some(state) = self.states.get_mut(i) {
             let started = !matches!(state, BackendState::Recovering { .. });
@@ -215,15 +269,19 @@ impl StateTable {
     }
 
     fn derive_status(&self) -> RaidStatus {
-        if !self.states.iter().any(BackendState::is_optimal) {
+        let present: Vec<&BackendState> = self
+            .present()
+            .into_iter()
+            .map(|i| &self.states[i])
+            .collect();
+        if !present.iter().any(|s| s.is_optimal()) {
             RaidStatus::Failed
-        } else if self
-            .states
+        } else if present
             .iter()
             .any(|s| matches!(s, BackendState::Recovering { .. }))
         {
             RaidStatus::Recovering
-        } else if self.states.iter().all(BackendState::is_optimal) {
+        } else if present.iter().all(|s| s.is_optimal()) {
             RaidStatus::Optimal
         } else {
             RaidStatus::Degraded
@@ -240,7 +298,7 @@ impl StateTable {
 
     fn log_status(&self) {
         let optimal = self.optimal().len();
-        let total = self.states.len();
+        let total = self.present().len();
         match self.status {
             RaidStatus::Optimal => tracing::info!(optimal, total, "RAID is optimal"),
             RaidStatus::Degraded => tracing::warn!(optimal, total, "RAID is degraded"),

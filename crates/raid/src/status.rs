@@ -25,22 +25,26 @@ pub struct BackendDetails {
 
 impl Inner {
     pub(crate) fn details(&self) -> Vec<BackendDetails> {
+        let backends = self.all_backends();
         let states = self.states();
-        self.backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| BackendDetails {
-                name: b.name.clone(),
-                state: states.state(i).clone(),
-                last_tid: b.last_tid(),
-                timeout: b.timeout,
-                counters: b.snapshot(),
+        states
+            .present()
+            .into_iter()
+            .filter_map(|i| {
+                let b = backends.get(i)?;
+                Some(BackendDetails {
+                    name: b.name.clone(),
+                    state: states.state(i).clone(),
+                    last_tid: b.last_tid(),
+                    timeout: b.timeout,
+                    counters: b.snapshot(),
+                })
             })
             .collect()
     }
 
     pub(crate) fn backend_index(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
+        self.states().index_of(name)
     }
 
     pub(crate) fn backend_state(&self, name: &str) -> Option<BackendState> {

@@ -75,6 +75,51 @@ pub enum Command {
         #[arg(short = 'S', long = "storage")]
         storage: Option<String>,
     },
+    /// Rebuild a degraded backend of a RAID of a running server, online.
+    ///
+    /// The backend is copied from an optimal one with its full history (resuming
+    /// after what it already holds) while clients go on writing, then takes part
+    /// in the RAID again. The command returns at once ("recovering …"); follow
+    /// the progress with `details`, or pass --wait. Exit status 0 when started
+    /// (with --wait: when the backend is optimal), 2 when refused or failed.
+    Recover {
+        /// The backend's name (its section name in the `<raidstorage>`).
+        #[arg(value_name = "NAME")]
+        backend: String,
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+        /// The RAID storage (default: the server's only RAID storage).
+        #[arg(short = 'S', long = "storage")]
+        storage: Option<String>,
+        /// Wait until the recovery ends, printing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Compare the optimal backends of a RAID record by record.
+    ///
+    /// Prints "identical: N transactions, M records, …" (exit 0) or the first
+    /// difference (exit 2). Clients may go on writing: it compares up to the
+    /// transaction that was the last when it started.
+    Verify {
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+        /// The RAID storage (default: the server's only RAID storage).
+        #[arg(short = 'S', long = "storage")]
+        storage: Option<String>,
+    },
+    /// Make a running server re-read its configuration file.
+    ///
+    /// Backends added to a `<raidstorage>` join degraded ("added by
+    /// controller"; then `recover` them), removed ones are closed. Other changes
+    /// are refused and nothing changes. Exit status 0 when reloaded, 2 when
+    /// refused.
+    Reload {
+        /// The server's configuration file (its `<zeo>` needs `admin-address`).
+        #[arg(short = 'C', long = "config")]
+        config: PathBuf,
+    },
     /// Developer tools: inspect wire frames and transaction ids.
     #[command(hide = true)]
     Debug {
@@ -98,6 +143,16 @@ impl Cli {
                 config,
                 storage,
             } => crate::control::disable(config, backend, storage.as_deref()),
+            Command::Recover {
+                backend,
+                config,
+                storage,
+                wait,
+            } => crate::control::recover(config, backend, storage.as_deref(), *wait),
+            Command::Verify { config, storage } => {
+                crate::control::verify(config, storage.as_deref())
+            }
+            Command::Reload { config } => crate::control::reload(config),
             Command::Debug { command } => command.run(),
         }
     }

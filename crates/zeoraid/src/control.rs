@@ -1,4 +1,5 @@
-//! The management commands (`zeoraid status`, `details`, `disable`): a small
+//! The management commands (`zeoraid status`, `details`, `disable`, `recover`,
+//! `verify`, `reload`): a small
 //! client of the admin HTTP API of a running server, found through the
 //! `admin-address` of the configuration file's `<zeo>` section.
 //!
@@ -15,7 +16,9 @@ use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 
 use crate::admin::http::{ActionResult, StatusReport};
-use crate::admin::model::{parse_tid, RaidStatus, ServerSnapshot, StorageKind, StorageSnapshot};
+use crate::admin::model::{
+    parse_tid, BackendState, RaidStatus, ServerSnapshot, StorageKind, StorageSnapshot,
+};
 use crate::config::{self, SocketAddress};
 
 /// Nagios: OK.
@@ -31,6 +34,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an action may take (`disable` waits for a commit in progress).
 const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `verify` may take (it reads every backend's whole history).
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// How often `recover --wait` looks at the progress.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// gocept.zeoraid's mapping of a status to a Nagios exit code.
 pub fn nagios_code(status: RaidStatus) -> u8 {
@@ -91,19 +98,91 @@ pub fn disable(
 ) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_config(config_path)?;
     block_on(async {
-        let storage = match storage {
-            Some(name) => name.to_string(),
-            None => {
-                let snapshot: ServerSnapshot = client.get("/details").await?;
-                only_raid(&snapshot)?
-            }
-        };
+        let storage = client.raid_storage(storage).await?;
         let path = format!(
             "/storages/{}/backends/{}/disable",
             path_segment(&storage),
             path_segment(backend)
         );
-        let result = client.post(&path).await?;
+        let result = client.post(&path, ACTION_TIMEOUT).await?;
+        if !result.ok {
+            bail!("{}", result.message);
+        }
+        println!("{}", result.message);
+        Ok(ExitCode::from(NAGIOS_OK))
+    })?
+}
+
+/// `zeoraid recover BACKEND`: starts (and with `wait`, follows) a recovery.
+pub fn recover(
+    config_path: &Path,
+    backend: &str,
+    storage: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::from_config(config_path)?;
+    block_on(async {
+        let storage = client.raid_storage(storage).await?;
+        let path = format!(
+            "/storages/{}/backends/{}/recover",
+            path_segment(&storage),
+            path_segment(backend)
+        );
+        let result = client.post(&path, ACTION_TIMEOUT).await?;
+        if !result.ok {
+            bail!("{}", result.message);
+        }
+        println!("{}", result.message);
+        if !wait {
+            return Ok(ExitCode::from(NAGIOS_OK));
+        }
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            let snapshot: ServerSnapshot = client.get("/details").await?;
+            let state = snapshot
+                .storage(&storage)
+                .and_then(|s| s.backends.iter().find(|b| b.name == backend))
+                .map(|b| b.state.clone())
+                .ok_or_else(|| anyhow!("backend {backend:?} of storage {storage:?} is gone"))?;
+            match state {
+                BackendState::Optimal => {
+                    println!("{backend}: optimal");
+                    return Ok(ExitCode::from(NAGIOS_OK));
+                }
+                BackendState::Degraded { reason } => bail!("{backend}: degraded: {reason}"),
+                BackendState::Recovering { .. } => {
+                    let line = format!("{backend}: recovering: {}", state.detail());
+                    if line != last {
+                        println!("{line}");
+                        last = line;
+                    }
+                }
+            }
+        }
+    })?
+}
+
+/// `zeoraid verify`: compares the backends of a RAID.
+pub fn verify(config_path: &Path, storage: Option<&str>) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::from_config(config_path)?;
+    block_on(async {
+        let storage = client.raid_storage(storage).await?;
+        let path = format!("/storages/{}/verify", path_segment(&storage));
+        let result = client.post(&path, VERIFY_TIMEOUT).await?;
+        if !result.ok {
+            bail!("{}", result.message);
+        }
+        println!("{}", result.message);
+        Ok(ExitCode::from(NAGIOS_OK))
+    })?
+}
+
+/// `zeoraid reload`: makes the server re-read its configuration file.
+pub fn reload(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::from_config(config_path)?;
+    block_on(async {
+        let result = client.post("/reload", ACTION_TIMEOUT).await?;
         if !result.ok {
             bail!("{}", result.message);
         }
@@ -122,7 +201,7 @@ fn only_raid(snapshot: &ServerSnapshot) -> anyhow::Result<String> {
         .collect();
     match raids.as_slice() {
         [one] => Ok(one.to_string()),
-        [] => bail!("the server has no RAID storage: there is no backend to disable"),
+        [] => bail!("the server has no RAID storage"),
         many => bail!(
             "the server has several RAID storages ({}): choose one with -S STORAGE",
             many.join(", ")
@@ -281,12 +360,23 @@ impl AdminClient {
         })
     }
 
+    /// The RAID storage an action is for: `storage`, or the server's only one.
+    async fn raid_storage(&self, storage: Option<&str>) -> anyhow::Result<String> {
+        match storage {
+            Some(name) => Ok(name.to_string()),
+            None => {
+                let snapshot: ServerSnapshot = self.get("/details").await?;
+                only_raid(&snapshot)
+            }
+        }
+    }
+
     /// POSTs an action; refusals come back as `ActionResult { ok: false }`.
-    async fn post(&self, path: &str) -> anyhow::Result<ActionResult> {
+    async fn post(&self, path: &str, timeout: Duration) -> anyhow::Result<ActionResult> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
-            .timeout(ACTION_TIMEOUT)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| self.request_error(e))?;

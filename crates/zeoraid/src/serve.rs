@@ -5,6 +5,14 @@
 //! Storages: `<filestorage>` (embedded `Data.fs`), `<zeoclient>` (a proxy to a
 //! remote ZEO server) and `<raidstorage>` over backends of both kinds. With
 //! `admin-address` set, the management HTTP API runs beside the ZEO server.
+//!
+//! `reload` (admin API) re-reads the configuration file: backends added to a
+//! `<raidstorage>` are opened and join degraded (`added by controller`), removed
+//! ones are closed and forgotten, a changed `recovery-rate` applies at once.
+//! Everything else (the `<zeo>` section, the set of storages, a backend's kind or
+//! settings, a RAID's other options) is not changed live: such a reload, one
+//! that does not parse, or one that would leave a RAID without an optimal backend
+//! is refused and changes nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +30,7 @@ use zeoraid_zeo_server::{Address, ServerOptions, TlsOptions, ZeoServer};
 use zeoraid_raid as raid_options;
 use zeoraid_raid::{BackendSpec, RaidOptions, RaidStorage};
 
+use crate::admin::model::ManagementError;
 use crate::admin::{self, RaidManagement};
 use crate::config::{
     self, BackendKind, ClusterMode, Config, FailMode, FileStorageConfig, RaidConfig, ReadPolicy,
@@ -106,6 +115,8 @@ fn server_options(config: &Config) -> anyhow::Result<ServerOptions> {
 /// The storages as the management API sees them come back too.
 struct OpenedStorages {
     served: Vec<(String, Arc<dyn Storage>)>,
+    /// The RAID storages by name (for `reload`).
+    raids: HashMap<String, Arc<RaidStorage>>,
     shared_blob_dirs: HashMap<String, PathBuf>,
     management: RaidManagement,
 }
@@ -117,6 +128,7 @@ async fn open_storages(
     let mut storages: Vec<(String, Arc<dyn Storage>)> = Vec::new();
     let mut shared_blob_dirs = HashMap::new();
     let mut management = RaidManagement::new();
+    let mut raids = HashMap::new();
     for sc in &config.storages {
         let storage: Arc<dyn Storage> = match &sc.kind {
             StorageKind::File(fs) => {
@@ -141,6 +153,7 @@ async fn open_storages(
                 }
                 let storage = Arc::new(open_raid(&sc.name, raid, options).await?);
                 management.add_raid(sc.name.clone(), storage.clone());
+                raids.insert(sc.name.clone(), storage.clone());
                 storage
             }
             StorageKind::ZeoClient(zc) => {
@@ -162,6 +175,7 @@ async fn open_storages(
     }
     Ok(OpenedStorages {
         served: storages,
+        raids,
         shared_blob_dirs,
         management,
     })
@@ -257,23 +271,28 @@ async fn first_attempt(client: &ZeoClient, limit: std::time::Duration) {
     .await;
 }
 
-/// A `<raidstorage>`: open its backends, then derive the RAID's state from them.
-async fn open_raid(
-    name: &str,
-    raid: &RaidConfig,
-    options: &mut ServerOptions,
-) -> anyhow::Result<RaidStorage> {
+/// Blobs stored on some backends only would be lost when a read fails over.
+fn check_blob_dirs(name: &str, raid: &RaidConfig) -> anyhow::Result<()> {
     let with_blobs = raid
         .backends
         .iter()
         .filter(|b| matches!(&b.kind, BackendKind::File(fs) if fs.blob_dir.is_some()))
         .count();
     if with_blobs != 0 && with_blobs != raid.backends.len() {
-        // Blobs stored on some backends only would be lost when a read fails over.
         bail!(
             "storage {name:?}: either every backend of a <raidstorage> has a blob-dir or none has"
         );
     }
+    Ok(())
+}
+
+/// A `<raidstorage>`: open its backends, then derive the RAID's state from them.
+async fn open_raid(
+    name: &str,
+    raid: &RaidConfig,
+    options: &mut ServerOptions,
+) -> anyhow::Result<RaidStorage> {
+    check_blob_dirs(name, raid)?;
     let mut backends: Vec<BackendSpec> = Vec::new();
     let mut connecting: Vec<(Arc<ZeoClient>, std::time::Duration)> = Vec::new();
     for backend in &raid.backends {
@@ -287,8 +306,8 @@ async fn open_raid(
                 backends.push((backend.name.clone(), Arc::new(storage), None));
             }
             BackendKind::ZeoClient(zc) => {
-                // Never wait: an unreachable backend starts degraded and must not
-                // hold up the RAID.
+                // Never wait for a connection: an unreachable backend starts
+                // degraded and must not hold up the RAID.
                 let storage = Arc::new(open_zeoclient(&label, zc, false).await?);
                 connecting.push((storage.clone(), zc.connect_timeout));
                 backends.push((backend.name.clone(), storage, Some(zc.timeout)));
@@ -296,9 +315,9 @@ async fn open_raid(
         }
     }
     // But let each finish the connection attempt it is making (at most its
-    // connect-timeout; a refused one ends at once): the RAID derives the
-    // backends' states right away, and a reachable backend still connecting
-    // would start degraded.
+    // connect-timeout; the attempts run concurrently, a refused one ends at
+    // once): the RAID derives the backends' states right away, and a reachable
+    // backend still connecting would start degraded.
     for (client, limit) in connecting {
         first_attempt(&client, limit).await;
     }
@@ -317,6 +336,7 @@ async fn open_raid(
             ClusterMode::Single => raid_options::ClusterMode::Single,
             ClusterMode::Coop => raid_options::ClusterMode::Coop,
         },
+        recovery_rate: raid.recovery_rate,
     };
     let storage = RaidStorage::open(backends, raid_options)
         .await
@@ -356,7 +376,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = match &config.zeo.admin_address {
         Some(addr) => {
             let listener = admin::bind_admin(addr).await?;
-            let management = Arc::new(opened.management);
+            let mut management = opened.management;
+            let reloader = Arc::new(Reloader {
+                current: tokio::sync::Mutex::new(config.clone()),
+                raids: opened.raids,
+            });
+            management.set_reloader(Arc::new(move || {
+                let reloader = Arc::clone(&reloader);
+                Box::pin(async move { reloader.reload().await })
+            }));
+            let management = Arc::new(management);
             Some(tokio::spawn(admin::serve_admin(
                 listener,
                 management,
@@ -388,4 +417,304 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     result?;
     Ok(())
+}
+
+/// One RAID's part of a reload.
+#[derive(Debug, Default, PartialEq)]
+struct RaidChange {
+    storage: String,
+    added: Vec<crate::config::BackendConfig>,
+    removed: Vec<String>,
+    recovery_rate: Option<Option<u64>>,
+}
+
+impl RaidChange {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.recovery_rate.is_none()
+    }
+}
+
+/// The `<zeo>` section without its positions (moving lines changes nothing).
+fn zeo_without_positions(config: &Config) -> crate::config::ZeoConfig {
+    let mut zeo = config.zeo.clone();
+    zeo.pos = crate::config::Position::new(Arc::new(PathBuf::new()), 0);
+    if let Some(ssl) = &mut zeo.ssl {
+        ssl.pos = zeo.pos.clone();
+    }
+    zeo
+}
+
+/// What reloading `new` over `old` changes, or why it is refused.
+fn plan_reload(old: &Config, new: &Config) -> Result<Vec<RaidChange>, String> {
+    const LIVE: &str = "not supported while running (restart the server for it)";
+    if old.zeo.address != new.zeo.address {
+        return Err(format!(
+            "the <zeo> address changed ({} -> {}): {LIVE}",
+            old.zeo.address, new.zeo.address
+        ));
+    }
+    if zeo_without_positions(old) != zeo_without_positions(new) {
+        return Err(format!("the <zeo> section changed: {LIVE}"));
+    }
+    let names = |c: &Config| {
+        c.storages
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        return Err(format!(
+            "the set of storages changed ({} -> {}): {LIVE}",
+            names(old).join(", "),
+            names(new).join(", ")
+        ));
+    }
+    let mut changes = Vec::new();
+    for (o, n) in old.storages.iter().zip(&new.storages) {
+        let name = &o.name;
+        match (&o.kind, &n.kind) {
+            (StorageKind::Raid(a), StorageKind::Raid(b)) => {
+                let options = |r: &RaidConfig| {
+                    (
+                        r.read_only,
+                        r.cluster_mode,
+                        r.fail_mode,
+                        r.blob_dir.clone(),
+                        r.shared_blob_dir,
+                        r.read_policy,
+                        r.timeout,
+                    )
+                };
+                if options(a) != options(b) {
+                    return Err(format!(
+                        "the options of <raidstorage {name}> changed (only recovery-rate and \
+                         the backends can change while running): {LIVE}"
+                    ));
+                }
+                check_blob_dirs(name, b).map_err(|e| e.to_string())?;
+                let mut change = RaidChange {
+                    storage: name.clone(),
+                    ..RaidChange::default()
+                };
+                for ob in &a.backends {
+                    match b.backends.iter().find(|nb| nb.name == ob.name) {
+                        None => change.removed.push(ob.name.clone()),
+                        Some(nb) if nb.kind != ob.kind => {
+                            return Err(format!(
+                                "backend {:?} of storage {name:?} changed (its kind or \
+                                 settings): {LIVE}; remove it (reload), then add it again",
+                                ob.name
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for nb in &b.backends {
+                    if !a.backends.iter().any(|ob| ob.name == nb.name) {
+                        change.added.push(nb.clone());
+                    }
+                }
+                if a.recovery_rate != b.recovery_rate {
+                    change.recovery_rate = Some(b.recovery_rate);
+                }
+                if !change.is_empty() {
+                    changes.push(change);
+                }
+            }
+            (StorageKind::File(a), StorageKind::File(b)) if a == b => {}
+            (StorageKind::ZeoClient(a), StorageKind::ZeoClient(b)) if a == b => {}
+            _ => return Err(format!("storage {name:?} changed: {LIVE}")),
+        }
+    }
+    Ok(changes)
+}
+
+/// Opens a backend added by a reload (a ZEO client does not wait for its
+/// server: it joins degraded anyway).
+async fn open_added(
+    storage: &str,
+    backend: &crate::config::BackendConfig,
+) -> anyhow::Result<(Arc<dyn Storage>, Option<std::time::Duration>)> {
+    let label = format!("{storage}/{}", backend.name);
+    Ok(match &backend.kind {
+        BackendKind::File(fs) => (Arc::new(open_filestorage(&label, fs).await?), None),
+        BackendKind::ZeoClient(zc) => {
+            let client = Arc::new(open_zeoclient(&label, zc, false).await?);
+            first_attempt(&client, zc.connect_timeout).await;
+            (client, Some(zc.timeout))
+        }
+    })
+}
+
+/// `reload`: the configuration file as last applied, and the RAIDs it opened.
+struct Reloader {
+    current: tokio::sync::Mutex<Config>,
+    raids: HashMap<String, Arc<RaidStorage>>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<String, ManagementError> {
+        let refused = |why: String| {
+            ManagementError::Refused(format!("reload refused: {why}; nothing changed"))
+        };
+        // One reload at a time.
+        let mut current = self.current.lock().await;
+        let new = config::load(&current.file)
+            .map_err(|e| refused(format!("the configuration does not load: {e}")))?;
+        for warning in &new.warnings {
+            tracing::warn!("{warning}");
+        }
+        let changes = plan_reload(&current, &new).map_err(refused)?;
+        if changes.is_empty() {
+            *current = new;
+            return Ok("reloaded: nothing changed".into());
+        }
+        // Check everything before changing anything.
+        for change in &changes {
+            let Some(raid) = self.raids.get(&change.storage) else {
+                return Err(refused(format!(
+                    "storage {:?} is not a RAID",
+                    change.storage
+                )));
+            };
+            let details = raid.details();
+            let optimal_left = details
+                .iter()
+                .filter(|d| d.state.is_optimal() && !change.removed.contains(&d.name))
+                .count();
+            if optimal_left == 0 {
+                return Err(refused(format!(
+                    "storage {:?} would have no optimal backend left",
+                    change.storage
+                )));
+            }
+            for d in &details {
+                if change.removed.contains(&d.name)
+                    && matches!(d.state, raid_options::BackendState::Recovering { .. })
+                {
+                    return Err(refused(format!(
+                        "backend {:?} of storage {:?} is being recovered",
+                        d.name, change.storage
+                    )));
+                }
+            }
+        }
+        let mut opened = Vec::new();
+        for change in &changes {
+            for backend in &change.added {
+                match open_added(&change.storage, backend).await {
+                    Ok((storage, timeout)) => opened.push((
+                        change.storage.clone(),
+                        backend.name.clone(),
+                        storage,
+                        timeout,
+                    )),
+                    Err(e) => {
+                        for (_, _, storage, _) in &opened {
+                            let _ = storage.close().await;
+                        }
+                        return Err(refused(format!(
+                            "cannot open backend {:?} of storage {:?}: {e:#}",
+                            backend.name, change.storage
+                        )));
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for change in &changes {
+            let Some(raid) = self.raids.get(&change.storage) else {
+                continue;
+            };
+            for name in &change.removed {
+                match raid.remove_backend(name).await {
+                    Ok(()) => done.push(format!("storage {}: removed {name}", change.storage)),
+                    Err(e) => failed.push(format!("storage {}: {e}", change.storage)),
+                }
+            }
+            if let Some(rate) = change.recovery_rate {
+                raid.set_recovery_rate(rate);
+                done.push(format!(
+                    "storage {}: recovery-rate {}",
+                    change.storage,
+                    rate.map_or("unlimited".to_string(), |r| format!("{r} bytes/s"))
+                ));
+            }
+        }
+        for (storage, name, backend, timeout) in opened {
+            let Some(raid) = self.raids.get(&storage) else {
+                continue;
+            };
+            match raid.add_backend(&name, backend.clone(), timeout).await {
+                Ok(()) => done.push(format!(
+                    "storage {storage}: added {name} (degraded: added by controller; recover it)"
+                )),
+                Err(e) => {
+                    let _ = backend.close().await;
+                    failed.push(format!("storage {storage}: cannot add {name}: {e}"));
+                }
+            }
+        }
+        *current = new;
+        let summary = format!("reloaded: {}", done.join("; "));
+        tracing::info!(%summary, "configuration reloaded");
+        if failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(ManagementError::Failed(format!(
+                "{summary}; but: {}",
+                failed.join("; ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod reload_tests {
+    use super::*;
+
+    fn config(zeo: &str, backends: &str, rate: &str) -> Config {
+        let text = format!(
+            "<zeo>\n  address {zeo}\n</zeo>\n<raidstorage 1>\n{rate}{backends}</raidstorage>\n"
+        );
+        config::load_str(&text, Path::new("/tmp/zeoraid-test.conf")).unwrap()
+    }
+
+    fn fs(name: &str, path: &str) -> String {
+        format!("  <filestorage {name}>\n    path {path}\n  </filestorage>\n")
+    }
+
+    #[test]
+    fn reload_plans() {
+        let old = config("127.0.0.1:8100", &(fs("a", "a.fs") + &fs("b", "b.fs")), "");
+        assert_eq!(plan_reload(&old, &old).unwrap(), vec![]);
+        let added = config(
+            "127.0.0.1:8100",
+            &(fs("a", "a.fs") + &fs("b", "b.fs") + &fs("c", "c.fs")),
+            "  recovery-rate 1MB\n",
+        );
+        let plan = plan_reload(&old, &added).unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].added[0].name, "c");
+        assert_eq!(plan[0].recovery_rate, Some(Some(1 << 20)));
+        let removed = config("127.0.0.1:8100", &fs("a", "a.fs"), "");
+        assert_eq!(plan_reload(&old, &removed).unwrap()[0].removed, ["b"]);
+        let err = plan_reload(&old, &config("127.0.0.1:8101", &fs("a", "a.fs"), "")).unwrap_err();
+        assert!(err.contains("address changed"), "{err}");
+        let err = plan_reload(
+            &old,
+            &config(
+                "127.0.0.1:8100",
+                &(fs("a", "a.fs") + &fs("b", "other.fs")),
+                "",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("backend \"b\" of storage \"1\" changed"),
+            "{err}"
+        );
+    }
 }

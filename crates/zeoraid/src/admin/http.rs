@@ -7,8 +7,9 @@
 //! | `GET /details` | the whole [`ServerSnapshot`] |
 //! | `GET /metrics` | Prometheus text format ([`super::metrics`]) |
 //! | `POST /storages/{storage}/backends/{backend}/disable` | [`ActionResult`]; 409 when refused |
-//! | `POST /storages/{storage}/backends/{backend}/recover` | 501 until recovery exists |
-//! | `POST /storages/{storage}/verify`, `POST /reload` | 501 until they exist |
+//! | `POST /storages/{storage}/backends/{backend}/recover` | [`ActionResult`] at once (the recovery runs in the background); 409 when refused |
+//! | `POST /storages/{storage}/verify` | [`ActionResult`] with the report; 409 when the backends differ |
+//! | `POST /reload` | [`ActionResult`] saying what changed; 409 when refused (nothing changed) |
 //!
 //! Every management action is logged with the peer address, what was asked
 //! and the result. Actions are refused (403) when the request carries an
@@ -172,7 +173,7 @@ where
                 ManagementError::UnknownStorage(_) | ManagementError::UnknownBackend { .. } => {
                     StatusCode::NOT_FOUND
                 }
-                ManagementError::Refused(_) => StatusCode::CONFLICT,
+                ManagementError::Refused(_) | ManagementError::Mismatch(_) => StatusCode::CONFLICT,
                 ManagementError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
                 ManagementError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
@@ -226,16 +227,14 @@ async fn verify(
 ) -> Response {
     let what = format!("verify storage {storage:?}");
     action(&peer, &headers, what, async {
-        state.mgmt.verify(&storage).await?;
-        Ok(format!("verified storage {storage:?}"))
+        state.mgmt.verify(&storage).await
     })
     .await
 }
 
 async fn reload(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
     action(&peer, &headers, "reload".into(), async {
-        state.mgmt.reload().await?;
-        Ok("reloaded".into())
+        state.mgmt.reload().await
     })
     .await
 }

@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 
 /// What the admin API can ask of a running server.
 ///
-/// `recover`, `reload` and `verify` are part of the contract already, so the
-/// HTTP layer has its routes; until they are built their default
-/// implementations refuse with [`ManagementError::NotImplemented`] rather than
-/// pretend.
+/// `recover`, `reload` and `verify` have default implementations that refuse
+/// with [`ManagementError::NotImplemented`] (for implementations that cannot do
+/// them, e.g. test doubles); [`super::RaidManagement`] implements them.
 #[async_trait]
 pub trait Management: Send + Sync + 'static {
     /// The state of every storage and backend now.
@@ -26,19 +25,24 @@ pub trait Management: Send + Sync + 'static {
     /// storages that are not RAIDs.
     async fn disable(&self, storage: &str, backend: &str) -> Result<(), ManagementError>;
 
-    /// Starts rebuilding a degraded `backend` of `storage` online.
+    /// Starts rebuilding a degraded `backend` of `storage` online and returns
+    /// at once; the progress shows in the snapshot. Refused when it cannot
+    /// start (optimal backend, another recovery or a pack running, …).
     async fn recover(&self, storage: &str, backend: &str) -> Result<(), ManagementError> {
         let _ = (storage, backend);
         Err(ManagementError::NotImplemented("recover"))
     }
 
-    /// Re-reads the configuration file and adds or removes backends.
-    async fn reload(&self) -> Result<(), ManagementError> {
+    /// Re-reads the configuration file and adds or removes backends; returns
+    /// what changed. A refused reload changes nothing.
+    async fn reload(&self) -> Result<String, ManagementError> {
         Err(ManagementError::NotImplemented("reload"))
     }
 
-    /// Compares the backends of `storage` record by record.
-    async fn verify(&self, storage: &str) -> Result<(), ManagementError> {
+    /// Compares the backends of `storage` record by record; returns the report
+    /// when they are identical, [`ManagementError::Mismatch`] with the first
+    /// difference otherwise.
+    async fn verify(&self, storage: &str) -> Result<String, ManagementError> {
         let _ = storage;
         Err(ManagementError::NotImplemented("verify"))
     }
@@ -65,6 +69,10 @@ pub enum ManagementError {
     /// The action was tried and failed.
     #[error("{0}")]
     Failed(String),
+
+    /// `verify` found backends that differ (the message says where).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// Every storage the server serves, in configuration order.

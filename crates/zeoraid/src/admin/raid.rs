@@ -1,10 +1,15 @@
 //! [`Management`] for the storages a server serves: `RaidStorage`s (their
-//! status, backends and `disable`) and plain storages, which show as one
-//! backend of their own name, always optimal, and cannot be disabled.
+//! status, backends, `disable`, `recover` and `verify`) and plain storages,
+//! which show as one backend of their own name, always optimal, and cannot be
+//! disabled, recovered or verified. `reload` is the server's own (it re-reads
+//! the configuration file and opens storages): `serve` installs it with
+//! [`RaidManagement::set_reloader`].
 //!
 //! `serve` builds one [`RaidManagement`] with the storages it opened, in
 //! configuration order, and hands it to [`super::serve_admin`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +36,16 @@ pub enum ManagedStorage {
     },
 }
 
+/// What `reload` runs: re-reads the configuration and applies it.
+pub type Reloader = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, ManagementError>> + Send>> + Send + Sync,
+>;
+
 /// The server's storages as the admin API sees them.
 #[derive(Clone, Default)]
 pub struct RaidManagement {
     storages: Vec<(String, ManagedStorage)>,
+    reloader: Option<Reloader>,
 }
 
 impl RaidManagement {
@@ -59,6 +70,22 @@ impl RaidManagement {
         self.storages
             .push((name.into(), ManagedStorage::Plain { kind, storage }));
         self
+    }
+
+    /// Installs what `reload` runs.
+    pub fn set_reloader(&mut self, reloader: Reloader) -> &mut Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// The RAID storage called `name`, or why there is none.
+    fn find_raid(&self, name: &str, what: &str) -> Result<&Arc<RaidStorage>, ManagementError> {
+        match self.find(name)? {
+            ManagedStorage::Raid(raid) => Ok(raid),
+            ManagedStorage::Plain { .. } => Err(ManagementError::Refused(format!(
+                "storage {name:?} is not a RAID: there is nothing to {what}"
+            ))),
+        }
     }
 
     fn find(&self, name: &str) -> Result<&ManagedStorage, ManagementError> {
@@ -107,6 +134,37 @@ impl Management for RaidManagement {
             ManagedStorage::Plain { .. } => Err(ManagementError::Refused(format!(
                 "storage {storage:?} is not a RAID: its only backend cannot be disabled"
             ))),
+        }
+    }
+
+    async fn recover(&self, storage: &str, backend: &str) -> Result<(), ManagementError> {
+        let raid = self.find_raid(storage, "recover")?;
+        match raid.start_recover(backend, false) {
+            // The recovery runs on; it logs its end and leaves its outcome in the
+            // backend's state.
+            Ok(_running) => Ok(()),
+            Err(RaidError::UnknownBackend(_)) => Err(ManagementError::UnknownBackend {
+                storage: storage.to_string(),
+                backend: backend.to_string(),
+            }),
+            Err(e @ RaidError::Closed) => Err(ManagementError::Failed(e.to_string())),
+            Err(e) => Err(ManagementError::Refused(e.to_string())),
+        }
+    }
+
+    async fn verify(&self, storage: &str) -> Result<String, ManagementError> {
+        let raid = self.find_raid(storage, "verify")?;
+        match raid.verify().await {
+            Ok(report) if report.identical() => Ok(report.to_string()),
+            Ok(report) => Err(ManagementError::Mismatch(report.to_string())),
+            Err(e) => Err(ManagementError::Failed(e.to_string())),
+        }
+    }
+
+    async fn reload(&self) -> Result<String, ManagementError> {
+        match &self.reloader {
+            Some(reload) => reload().await,
+            None => Err(ManagementError::NotImplemented("reload")),
         }
     }
 }
@@ -280,8 +338,26 @@ mod tests {
             ManagementError::Refused(_)
         ));
         assert!(matches!(
-            mgmt.recover("1", "b").await.unwrap_err(),
-            ManagementError::NotImplemented("recover")
+            mgmt.recover("1", "a").await.unwrap_err(),
+            ManagementError::Refused(m) if m.contains("is optimal")
+        ));
+        assert!(matches!(
+            mgmt.recover("single", "single").await.unwrap_err(),
+            ManagementError::Refused(m) if m.contains("not a RAID")
+        ));
+        mgmt.recover("1", "b").await.unwrap();
+        for _ in 0..200 {
+            if r.backend_state("b").unwrap().is_optimal() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(r.backend_state("b").unwrap().is_optimal());
+        let report = mgmt.verify("1").await.unwrap();
+        assert!(report.starts_with("identical: 0 transactions"), "{report}");
+        assert!(matches!(
+            mgmt.reload().await.unwrap_err(),
+            ManagementError::NotImplemented("reload")
         ));
     }
 

@@ -1,0 +1,204 @@
+//! `zeoraid-bench raid`: what mirroring costs and what it buys, with the Rust load
+//! generator (pipelined loads on random preloaded oids, small commits).
+//!
+//! * embedded: `zeoraid serve` with a `<raidstorage>` over 2 embedded FileStorages
+//!   vs `zeoraid serve` with 1 FileStorage (targets: commits/s ≥ 0.9×, loads/s ≥ 1×);
+//! * remote: `zeoraid serve` with a `<raidstorage>` over 2 `runzeo` backends
+//!   (`client-conflict-resolution true`) vs the load generator talking to one such
+//!   `runzeo` directly (targets: commits/s ≥ 0.85×, loads/s ≥ 1.5×).
+//!
+//! Server CPU per operation counts every process of the system under test (zeoraid
+//! and its runzeo backends).
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::loadgen;
+use crate::procs::{self, Server};
+use crate::stats::{verdict, Metric, Results, Sample};
+
+#[derive(Debug, Args)]
+pub struct RaidArgs {
+    #[command(flatten)]
+    pub common: crate::Common,
+    /// Objects preloaded for the load phases.
+    #[arg(long, default_value_t = 10_000)]
+    pub preload: usize,
+    /// Connections for loads.
+    #[arg(long, default_value_t = 16)]
+    pub lg_connections: usize,
+    /// Concurrent loadBefore calls per connection.
+    #[arg(long, default_value_t = 4)]
+    pub lg_pipeline: usize,
+    /// Connections committing concurrently.
+    #[arg(long, default_value_t = 8)]
+    pub lg_commit_connections: usize,
+    /// Only the embedded comparison.
+    #[arg(long)]
+    pub skip_remote: bool,
+    /// Only the remote (runzeo backends) comparison.
+    #[arg(long)]
+    pub skip_embedded: bool,
+}
+
+/// A system under test: the server clients talk to plus its backend processes.
+struct System {
+    label: String,
+    front: Server,
+    backends: Vec<Server>,
+    oids: Arc<Vec<zeoraid_storage::Oid>>,
+}
+
+impl System {
+    fn cpu(&self) -> anyhow::Result<f64> {
+        let mut total = self.front.cpu()?;
+        for b in &self.backends {
+            total += b.cpu()?;
+        }
+        Ok(total)
+    }
+
+    async fn stop(self) {
+        self.front.stop().await;
+        for b in self.backends {
+            b.stop().await;
+        }
+    }
+}
+
+async fn measure(args: &RaidArgs, sys: &System) -> anyhow::Result<(Sample, Sample)> {
+    let c = &args.common;
+    let clients = loadgen::connect(&sys.front.addr, args.lg_connections).await?;
+    let cpu0 = sys.cpu()?;
+    let mut load = loadgen::loads(&clients, args.lg_pipeline, sys.oids.clone(), c.seconds).await?;
+    load.server_cpu = sys.cpu()? - cpu0;
+    loadgen::close(clients);
+    let clients = loadgen::connect(&sys.front.addr, args.lg_commit_connections).await?;
+    let cpu0 = sys.cpu()?;
+    let mut commit = loadgen::commits(&clients, c.seconds).await?;
+    commit.server_cpu = sys.cpu()? - cpu0;
+    loadgen::close(clients);
+    Ok((load, commit))
+}
+
+/// Rounds of `a` vs `b`, alternating which goes first; returns the results.
+async fn compare(args: &RaidArgs, a: &System, b: &System) -> anyhow::Result<Results> {
+    let mut results = Results::default();
+    let load_label = format!("{}×{} loadBefore", args.lg_connections, args.lg_pipeline);
+    let commit_label = format!("{} committers", args.lg_commit_connections);
+    for round in 0..args.common.rounds {
+        let order = if round % 2 == 0 { [a, b] } else { [b, a] };
+        for sys in order {
+            let (load, commit) = measure(args, sys).await?;
+            eprintln!(
+                "round {round} {:>22}: {:>7.0} loads/s, {:>6.0} commits/s",
+                sys.label,
+                load.rate(),
+                commit.rate()
+            );
+            results.add(&load_label, &sys.label, load);
+            results.add(&commit_label, &sys.label, commit);
+        }
+    }
+    Ok(results)
+}
+
+async fn preload(
+    args: &RaidArgs,
+    label: &str,
+    front: Server,
+    backends: Vec<Server>,
+) -> anyhow::Result<System> {
+    let oids = loadgen::preload(&front.addr, args.preload, 200).await?;
+    Ok(System {
+        label: label.to_owned(),
+        front,
+        backends,
+        oids: Arc::new(oids),
+    })
+}
+
+fn targets(results: &Results, a: &str, b: &str, commits_min: f64, loads_min: f64) {
+    let rate = Metric::Rate("");
+    for s in results.scenarios() {
+        let ratio = results.median(s, a, rate) / results.median(s, b, rate);
+        let (what, min) = if s.contains("loadBefore") {
+            ("loads/s", loads_min)
+        } else {
+            ("commits/s", commits_min)
+        };
+        println!(
+            "- {what}: {a} / {b} = {ratio:.2}× (target ≥ {min}×) — {}",
+            verdict(ratio >= min)
+        );
+    }
+}
+
+pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    let python = procs::find_python(c.python.as_deref())?;
+    let zeoraid_bin = procs::find_zeoraid(c.zeoraid.as_deref())?;
+    let dir = procs::workdir(&c.workdir, "raid")?;
+    eprintln!("work directory {}", dir.display());
+    let metrics = [
+        Metric::Rate("ops/s"),
+        Metric::P50,
+        Metric::P99,
+        Metric::CpuPerOp,
+        Metric::ClientCpuShare,
+    ];
+    println!(
+        "\n## raid (Rust load generator, medians of {} rounds × {} s)\n",
+        c.rounds, c.seconds
+    );
+
+    if !args.skip_embedded {
+        const A: &str = "RAID of 2 embedded";
+        const B: &str = "1 embedded";
+        let d = dir.join("raid2");
+        let conf = format!(
+            "<raidstorage 1>\n{}{}</raidstorage>\n",
+            procs::filestorage_section("a", &d.join("a")),
+            procs::filestorage_section("b", &d.join("b"))
+        );
+        let raid = Server::zeoraid(A, &zeoraid_bin, &d, &conf).await?;
+        let raid = preload(&args, A, raid, vec![]).await?;
+        let d = dir.join("single");
+        let single =
+            Server::zeoraid(B, &zeoraid_bin, &d, &procs::filestorage_section("1", &d)).await?;
+        let single = preload(&args, B, single, vec![]).await?;
+        let results = compare(&args, &raid, &single).await?;
+        raid.stop().await;
+        single.stop().await;
+        println!("### embedded backends\n\n{}", results.table(A, B, &metrics));
+        targets(&results, A, B, 0.9, 1.0);
+        println!();
+    }
+
+    if !args.skip_remote {
+        const A: &str = "RAID of 2 runzeo";
+        const B: &str = "1 runzeo direct";
+        let ba = Server::runzeo("runzeo a", &python, &dir.join("rz-a"), true).await?;
+        let bb = Server::runzeo("runzeo b", &python, &dir.join("rz-b"), true).await?;
+        let conf = format!(
+            "<raidstorage 1>\n{}{}</raidstorage>\n",
+            procs::zeoclient_section("a", &ba.addr),
+            procs::zeoclient_section("b", &bb.addr)
+        );
+        let raid = Server::zeoraid(A, &zeoraid_bin, &dir.join("raid-remote"), &conf).await?;
+        let raid = preload(&args, A, raid, vec![ba, bb]).await?;
+        let direct = Server::runzeo(B, &python, &dir.join("rz-direct"), true).await?;
+        let direct = preload(&args, B, direct, vec![]).await?;
+        let results = compare(&args, &raid, &direct).await?;
+        raid.stop().await;
+        direct.stop().await;
+        println!("### runzeo backends\n\n{}", results.table(A, B, &metrics));
+        targets(&results, A, B, 0.85, 1.5);
+        println!();
+    }
+    if !c.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
