@@ -234,7 +234,10 @@ impl Inner {
             let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.finish(id)).await) }
         });
-        let results = join_all(calls).await;
+        let results = {
+            let _publishing = self.visibility.write().await;
+            join_all(calls).await
+        };
         let mut finished = Vec::new();
         let mut out = Vec::new();
         for (i, result) in results {

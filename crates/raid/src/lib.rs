@@ -87,6 +87,10 @@ pub(crate) struct Inner {
     pub commit_lock: Arc<Semaphore>,
     pub pending: Mutex<Option<commit::Pending>>,
     pub tids: Mutex<commit::TidClock>,
+    /// Reads hold it shared, `finish` exclusively while the backends finish: a
+    /// reader never sees a commit on one backend that another has not finished
+    /// yet (a `load_before` answered by one and a `load_serial` by the other).
+    pub visibility: tokio::sync::RwLock<()>,
     /// The highest oid handed out; serialises `new_oids`.
     pub oids: tokio::sync::Mutex<u64>,
     /// The round-robin read cursor.
@@ -269,6 +273,7 @@ impl RaidStorage {
             commit_lock: Arc::new(Semaphore::new(1)),
             pending: Mutex::new(None),
             tids: Mutex::new(commit::TidClock::new(newest)),
+            visibility: tokio::sync::RwLock::new(()),
             oids: tokio::sync::Mutex::new(0),
             cursor: AtomicUsize::new(0),
             invalidations: invalidations::Hub::new(),

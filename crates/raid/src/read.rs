@@ -91,7 +91,11 @@ impl Inner {
                 continue;
             }
             let b = self.backend(i);
-            match b.call(Kind::Read, f(Arc::clone(&b.storage))).await {
+            let answer = {
+                let _visible = self.visibility.read().await;
+                b.call(Kind::Read, f(Arc::clone(&b.storage))).await
+            };
+            match answer {
                 Ok(v) => return Ok((i, v)),
                 Err(CallError::Answer(e)) => return Err(e),
                 Err(CallError::Fault(fault)) => {
