@@ -6,7 +6,7 @@
 //! `TransactionalUndoStorage`, `IteratorStorage`, `PackableStorage`,
 //! `Synchronization`, `MTStorage`). A crate runs it from a test:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn conformance() {
 //!     let caps = Capabilities { undo: true, pack: true, ..Capabilities::default() };

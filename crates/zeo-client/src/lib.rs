@@ -1,7 +1,7 @@
 //! zeoraid's ZEO client: a [`zeoraid_storage::Storage`] that is a remote ZEO 5/6
 //! server (Python `runzeo`, or another zeoraid) — the RAID's backend driver.
 //!
-//! ```ignore
+//! ```text
 //! let options = ZeoClientOptions::new(ServerAddress::parse("db1:8100")?)
 //!     .storage("1")
 //!     .timeout(Duration::from_secs(30));
