@@ -3,7 +3,7 @@
 //! callbacks into frames, in the connection's encoding (pickle `Z` or msgpack `M`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use zeoraid_wire::Value;
+use zeoraid_wire::{ObjectKind, Value};
 
 use crate::error::ZeoError;
 
@@ -78,6 +78,110 @@ fn is_plain(value: &Value) -> bool {
     }
 }
 
+/// Rebuild the containers a Python ZEO server would build itself: its message
+/// unpickler allows globals from `builtins`, so a client may send e.g. a `dict`
+/// subclass whose `__reduce__` is `(dict, (pairs,))` (ZODB's
+/// IteratorStorage.testTransactionExtensionFromIterator does, as a transaction
+/// extension). `builtins.dict/list/tuple/set/frozenset` called with no argument
+/// or one iterable become the plain value; anything else is left as it is
+/// (and refused by [`is_plain`]).
+fn builtin_containers(value: Value) -> Value {
+    match value {
+        Value::Tuple(v) => Value::Tuple(v.into_iter().map(builtin_containers).collect()),
+        Value::List(v) => Value::List(v.into_iter().map(builtin_containers).collect()),
+        Value::Set(v) => Value::Set(v.into_iter().map(builtin_containers).collect()),
+        Value::FrozenSet(v) => Value::FrozenSet(v.into_iter().map(builtin_containers).collect()),
+        Value::Dict(d) => Value::Dict(
+            d.into_iter()
+                .map(|(k, v)| (builtin_containers(k), builtin_containers(v)))
+                .collect(),
+        ),
+        Value::Object(obj) => match builtin_call(&obj) {
+            Some(v) => v,
+            None => Value::Object(obj),
+        },
+        other => other,
+    }
+}
+
+fn builtin_call(obj: &zeoraid_wire::PickledObject) -> Option<Value> {
+    let name = match (&obj.kind, &obj.callable) {
+        (ObjectKind::Reduce, Value::Global { module, name })
+            if (module == "builtins" || module == "__builtin__")
+                && obj.kwargs.is_none()
+                && obj.state.is_none() =>
+        {
+            name.as_str()
+        }
+        _ => return None,
+    };
+    let args = match &obj.args {
+        Value::Tuple(a) => a,
+        _ => return None,
+    };
+    let items: Vec<Value> = match args.as_slice() {
+        [] => Vec::new(),
+        [Value::Tuple(v) | Value::List(v) | Value::Set(v) | Value::FrozenSet(v)] => {
+            v.iter().cloned().map(builtin_containers).collect()
+        }
+        [Value::Dict(d)] if name == "dict" => d
+            .iter()
+            .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
+            .map(builtin_containers)
+            .collect(),
+        _ => return None,
+    };
+    match name {
+        "dict" => {
+            let mut pairs = Vec::with_capacity(items.len() + obj.dictitems.len());
+            for item in items {
+                match item {
+                    Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
+                        let mut kv = kv.into_iter();
+                        let k = kv.next()?;
+                        let v = kv.next()?;
+                        pairs.push((k, v));
+                    }
+                    _ => return None,
+                }
+            }
+            for (k, v) in &obj.dictitems {
+                pairs.push((builtin_containers(k.clone()), builtin_containers(v.clone())));
+            }
+            // Later keys win, as in dict(): keep the last value at the first position.
+            let mut out: Vec<(Value, Value)> = Vec::with_capacity(pairs.len());
+            for (k, v) in pairs {
+                match out.iter_mut().find(|(ok, _)| *ok == k) {
+                    Some(slot) => slot.1 = v,
+                    None => out.push((k, v)),
+                }
+            }
+            Some(Value::Dict(out))
+        }
+        _ if !obj.dictitems.is_empty() => None,
+        "list" => {
+            let mut items = items;
+            items.extend(obj.listitems.iter().cloned().map(builtin_containers));
+            Some(Value::List(items))
+        }
+        _ if !obj.listitems.is_empty() => None,
+        "tuple" => Some(Value::Tuple(items)),
+        "set" => Some(Value::Set(dedup(items))),
+        "frozenset" => Some(Value::FrozenSet(dedup(items))),
+        _ => None,
+    }
+}
+
+fn dedup(items: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// Decode one post-handshake frame.
 pub fn decode_message(payload: &[u8], encoding: Encoding) -> Result<Incoming, CodecError> {
     let value = decode_value(payload, encoding)?;
@@ -96,7 +200,7 @@ pub fn decode_message(payload: &[u8], encoding: Encoding) -> Result<Incoming, Co
             )))
         }
     };
-    let args = match args {
+    let args = match builtin_containers(args) {
         Value::Tuple(v) | Value::List(v) => v,
         Value::None => Vec::new(),
         other => {

@@ -26,6 +26,7 @@ use crate::connection::{
 };
 use crate::error::{CloseReason, ServerError};
 use crate::invalidation::{info_args, invalidate_args, InvalidationQueue};
+use crate::management::ManagementHook;
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsOptions;
@@ -61,6 +62,9 @@ pub struct ServerOptions {
     pub max_connections: Option<usize>,
     /// On shutdown, how long voted transactions get to finish.
     pub shutdown_grace: Duration,
+    /// Answers gocept.zeoraid's `raid_*` methods for registered clients; without
+    /// it they are unknown methods (the connection is closed, as in ZEO).
+    pub management: Option<ManagementHook>,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +85,7 @@ impl Default for ServerOptions {
             },
             max_connections: None,
             shutdown_grace: Duration::from_secs(30),
+            management: None,
         }
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct ZeoTxn {
     pub invalidated: Vec<Oid>,
     /// Votes of this transaction that answered conflicts so far.
     pub conflict_rounds: u32,
+    /// A store ZEO would buffer but its storage would refuse at vote (data
+    /// that is not bytes): the vote answers this error.
+    pub store_error: Option<crate::error::ZeoError>,
 }
 
 /// A vote waiting for the commit lock.
@@ -215,6 +218,8 @@ impl Session {
             msg.name == "register"
         } else {
             crate::commands::REGISTERED_METHODS.contains(&msg.name.as_str())
+                || (self.server.options.management.is_some()
+                    && crate::management::MANAGEMENT_METHODS.contains(&msg.name.as_str()))
         };
         if !allowed {
             warn!(conn = %self.label(), "Invalid method, {:?}; closing the connection", msg.name);

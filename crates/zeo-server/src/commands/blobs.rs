@@ -91,7 +91,7 @@ fn push_blob(
 
 pub(crate) async fn store_blob_end(session: &mut Session, mut a: Args) -> Result<Value, ZeoError> {
     let oid = a.oid(0)?;
-    let serial = a.tid(1)?;
+    let serial = a.serial(1)?;
     let data = a.bytes(2)?;
     let id = a.get(3)?.clone();
     check_txn(session, &id)?;
@@ -116,7 +116,7 @@ pub fn bushy_path(oid: Oid) -> PathBuf {
 
 pub(crate) fn store_blob_shared(session: &mut Session, mut a: Args) -> Result<Value, ZeoError> {
     let oid = a.oid(0)?;
-    let serial = a.tid(1)?;
+    let serial = a.serial(1)?;
     let data = a.bytes(2)?;
     let filename = a.str(3)?.to_owned();
     let id = a.get(4)?.clone();

@@ -117,6 +117,7 @@ pub(crate) fn tpc_begin(session: &mut Session, mut a: Args) -> Result<Value, Zeo
         voted: None,
         invalidated: Vec::new(),
         conflict_rounds: 0,
+        store_error: None,
     });
     Ok(Value::None)
 }
@@ -124,9 +125,26 @@ pub(crate) fn tpc_begin(session: &mut Session, mut a: Args) -> Result<Value, Zeo
 /// `storea(oid, serial, data, txn_id)`.
 pub(crate) fn storea(session: &mut Session, mut a: Args) -> Result<Value, ZeoError> {
     let oid = a.oid(0)?;
-    let serial = a.tid(1)?;
-    let data = a.bytes(2)?;
+    let serial = a.serial(1)?;
     let id = a.get(3)?.clone();
+    let data = match a.take(2)? {
+        Value::Bytes(b) => b,
+        other => {
+            // ZEO buffers the store as it comes; the storage's store() refuses
+            // it at vote. Do the same rather than closing the connection, so
+            // that an abort (ZEO's checkTransactionBufferCleanup) just works.
+            check_tid(session, &id, true, "storea")?;
+            if let Some(txn) = session.txn.as_mut() {
+                txn.store_error.get_or_insert_with(|| {
+                    ZeoError::type_error(format!(
+                        "store() data must be bytes, not {}",
+                        other.type_name()
+                    ))
+                });
+            }
+            return Ok(Value::None);
+        }
+    };
     log_op(
         session,
         &id,
@@ -278,6 +296,10 @@ pub(crate) async fn vote(session: &mut Session, msgid: &Value, oneway: bool, a: 
     };
     if session.txn.as_ref().is_some_and(|t| t.voted.is_some()) {
         return Outcome::Error(ZeoError::storage_transaction_msg("Already voting (locked)"));
+    }
+    if let Some(e) = session.txn.as_mut().and_then(|t| t.store_error.take()) {
+        session.clear_transaction().await;
+        return Outcome::Error(e);
     }
     match served.lock.acquire(&session.conn) {
         Err(e) => Outcome::Error(e),

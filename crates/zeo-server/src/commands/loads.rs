@@ -45,14 +45,22 @@ pub(crate) async fn get_tid(session: &mut Session, a: Args) -> Result<Value, Zeo
 /// `user_name`, `description`, `tid`, `size` (FileStorage's order).
 pub(crate) async fn history(session: &mut Session, a: Args) -> Result<Value, ZeoError> {
     let oid = a.oid(0)?;
+    let served = session.served()?;
     let size = match a.opt(1) {
-        None | Some(Value::None) => 1,
+        None => 1,
+        // FileStorage.history(oid, None): POSKeyError for an unknown oid, else
+        // the TypeError of comparing an int with None.
+        Some(Value::None) => {
+            served.storage.history(oid, 1).await?;
+            return Err(ZeoError::type_error(
+                "'>=' not supported between instances of 'int' and 'NoneType'",
+            ));
+        }
         Some(v) => v
             .as_int()
             .ok_or_else(|| ZeoError::type_error("history() size must be an int"))?,
     };
     let size = usize::try_from(size.max(0)).unwrap_or(0);
-    let served = session.served()?;
     let entries = served.storage.history(oid, size).await?;
     Ok(Value::List(
         entries
