@@ -237,6 +237,19 @@ impl ZeoClient {
             .map(|_| ())
     }
 
+    /// Any other synchronous call `name(*args)` on the current connection
+    /// (e.g. zeoraid's management methods `raid_status`…), waiting up to `limit`
+    /// for the reply. An error reply is `ClientError::Remote`.
+    pub async fn call_method(
+        &self,
+        name: &'static str,
+        args: Vec<Value>,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
+        let session = self.shared.session()?;
+        session.call(name, Value::Tuple(args), limit).await
+    }
+
     /// Drops the current connection (pending calls fail with `Disconnected`); the
     /// supervisor reconnects after the backoff delay.
     pub fn disconnect(&self, reason: &str) {

@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod debug;
 mod serve;
+mod zeo_control;
 
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.is_zeo_port_controller());
     match cli.run() {
         Ok(code) => code,
         Err(err) => {
@@ -26,9 +27,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// `quiet`: only errors without -v (gocept.zeoraid's controller printed
+/// nothing but its result; a Nagios check reads stdout).
+fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if quiet => "error",
         0 => "info",
         1 => "debug",
         _ => "trace",

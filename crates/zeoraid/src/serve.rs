@@ -25,12 +25,13 @@ use zeoraid_storage::Storage;
 use zeoraid_zeo_client::{
     ConnectionState, ServerAddress, TlsOptions as ClientTls, ZeoClient, ZeoClientOptions,
 };
-use zeoraid_zeo_server::{Address, ServerOptions, TlsOptions, ZeoServer};
+use zeoraid_zeo_server::{Address, ManagementHook, ServerOptions, TlsOptions, ZeoServer};
 
 use zeoraid_raid as raid_options;
 use zeoraid_raid::{BackendSpec, RaidOptions, RaidStorage};
 
 use crate::admin::model::ManagementError;
+use crate::admin::zeo_port::ZeoPortManagement;
 use crate::admin::{self, RaidManagement};
 use crate::config::{
     self, BackendKind, ClusterMode, Config, FailMode, FileStorageConfig, RaidConfig, ReadPolicy,
@@ -345,19 +346,24 @@ async fn open_raid(
     Ok(storage)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (before the server listens, so a
+/// signal right after startup is a graceful stop, not the default death) and
+/// returns the future that completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -365,7 +371,28 @@ async fn shutdown_signal() {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let mut options = server_options(&config)?;
     let opened = open_storages(&config, &mut options).await?;
+    // One management for the admin API and the ZEO port's `raid_*` methods.
+    let mut management = opened.management;
+    let reloader = Arc::new(Reloader {
+        current: tokio::sync::Mutex::new(config.clone()),
+        raids: opened.raids,
+    });
+    management.set_reloader(Arc::new(move || {
+        let reloader = Arc::clone(&reloader);
+        Box::pin(async move { reloader.reload().await })
+    }));
+    let management = Arc::new(management);
+    if config.management_methods() {
+        tracing::info!(
+            "management methods (raid_status, raid_disable, …) enabled on the ZEO port \
+             for every registered client"
+        );
+        options.management = Some(ManagementHook::new(Arc::new(ZeoPortManagement(
+            Arc::clone(&management),
+        ))));
+    }
     let server = ZeoServer::with_blob_dirs(options, opened.served, opened.shared_blob_dirs);
+    let signal = shutdown_signal();
     let bound = server.bind(&address(&config.zeo.address)).await?;
 
     // One signal stops both the ZEO server and the admin API.
@@ -376,16 +403,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = match &config.zeo.admin_address {
         Some(addr) => {
             let listener = admin::bind_admin(addr).await?;
-            let mut management = opened.management;
-            let reloader = Arc::new(Reloader {
-                current: tokio::sync::Mutex::new(config.clone()),
-                raids: opened.raids,
-            });
-            management.set_reloader(Arc::new(move || {
-                let reloader = Arc::clone(&reloader);
-                Box::pin(async move { reloader.reload().await })
-            }));
-            let management = Arc::new(management);
             Some(tokio::spawn(admin::serve_admin(
                 listener,
                 management,
@@ -395,7 +412,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = stop_tx.send(true);
     });
 

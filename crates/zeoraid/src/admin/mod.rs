@@ -8,6 +8,7 @@
 //! - `metrics`: the Prometheus text format.
 //! - `page`: the self-refreshing HTML status page.
 //! - `raid`: [`Management`] for `RaidStorage`s and plain storages.
+//! - `zeo_port`: gocept.zeoraid's `raid_*` methods over the ZEO port.
 
 pub mod http;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod page;
 pub mod raid;
 #[cfg(test)]
 pub mod testing;
+pub mod zeo_port;
 
 use std::net::SocketAddr;
 

@@ -38,6 +38,18 @@ pub struct Config {
     pub warnings: Vec<Warning>,
 }
 
+impl Config {
+    /// Whether the ZEO port answers gocept.zeoraid's `raid_*` management
+    /// methods: `management-methods` when written, otherwise only for a
+    /// gocept.zeoraid configuration (`%import gocept.zeoraid`), whose
+    /// controller and scripts rely on them.
+    pub fn management_methods(&self) -> bool {
+        self.zeo
+            .management_methods
+            .unwrap_or_else(|| self.imports.iter().any(|i| i.package == "gocept.zeoraid"))
+    }
+}
+
 /// The `<zeo>` section: how the server listens and behaves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZeoConfig {
@@ -66,6 +78,11 @@ pub struct ZeoConfig {
     pub msgpack: bool,
     /// `<ssl>`: TLS with client certificates required, as ZEO does.
     pub ssl: Option<SslConfig>,
+    /// `management-methods` (zeoraid) as written: answer gocept.zeoraid's
+    /// `raid_*` methods over the ZEO port. When not written, on only in a
+    /// configuration that does `%import gocept.zeoraid` (see
+    /// [`Config::management_methods`]).
+    pub management_methods: Option<bool>,
     /// Keys accepted but not supported yet, raw (none in `<zeo>` today).
     pub unsupported: Vec<(String, String)>,
 }
@@ -224,6 +241,7 @@ const ZEO_KEYS: &[KeySpec] = &[
     key("client-conflict-resolution", Kind::Bool),
     key("invalidation-age", Kind::Float),
     key("msgpack", Kind::Bool),
+    key("management-methods", Kind::Bool),
 ];
 
 const SERVER_SSL_KEYS: &[KeySpec] = &[
@@ -479,6 +497,7 @@ fn zeo_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<ZeoConfi
             .map(Duration::from_secs_f64),
         msgpack: keys.bool("msgpack").unwrap_or(false),
         ssl: ssl_config(section, SERVER_SSL_KEYS, true, warnings)?,
+        management_methods: keys.bool("management-methods"),
         unsupported: keys.raw_ignored(ZEO_KEYS),
     })
 }

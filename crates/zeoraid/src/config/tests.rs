@@ -421,3 +421,16 @@ fn shipped_examples_load() {
         .collect();
     assert_eq!(servers, [inet("127.0.0.1", 8101), inet("127.0.0.1", 8102)]);
 }
+
+#[test]
+fn management_methods_default_on_only_for_gocept_configs() {
+    let fs = "<filestorage>\n path x\n</filestorage>\n";
+    assert!(!ok(&format!("{ZEO}{fs}")).management_methods());
+    assert!(ok(&format!("%import gocept.zeoraid\n{ZEO}{fs}")).management_methods());
+    let off = "<zeo>\n address 8100\n management-methods false\n</zeo>\n";
+    let config = ok(&format!("%import gocept.zeoraid\n{off}{fs}"));
+    assert_eq!(config.zeo.management_methods, Some(false));
+    assert!(!config.management_methods());
+    let on = "<zeo>\n address 8100\n management-methods on\n</zeo>\n";
+    assert!(ok(&format!("{on}{fs}")).management_methods());
+}
