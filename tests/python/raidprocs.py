@@ -39,9 +39,10 @@ def wait_for(predicate, timeout, what, interval=0.05):
 class Runzeo:
     """Python's `runzeo` on a fixed port and Data.fs, configured as a RAID backend
     must be (`client-conflict-resolution true`): start, SIGKILL, SIGSTOP/SIGCONT,
-    stop and start again on the same file."""
+    stop and start again on the same file. `blobs=True` gives its FileStorage a
+    blob directory (`workdir/blobs`)."""
 
-    def __init__(self, spawn, workdir):
+    def __init__(self, spawn, workdir, blobs=False):
         self.spawn = spawn
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -50,10 +51,13 @@ class Runzeo:
         self.addr = (self.host, self.port)
         self.path = self.workdir / "Data.fs"
         self.log_path = self.workdir / "runzeo.log"
+        self.blob_dir = self.workdir / "blobs" if blobs else None
         self.config_path = self.workdir / "runzeo.conf"
         self.config_path.write_text(
             "<zeo>\n  address %s:%d\n  client-conflict-resolution true\n</zeo>\n"
-            "<filestorage 1>\n  path %s\n</filestorage>\n" % (self.host, self.port, self.path))
+            "<filestorage 1>\n  path %s\n%s</filestorage>\n"
+            % (self.host, self.port, self.path,
+               "  blob-dir %s\n" % self.blob_dir if blobs else ""))
         self.proc = None
         self.frozen = False
 
@@ -99,9 +103,11 @@ class Runzeo:
         return None if self.proc is None else self.proc.returncode
 
 
-def runzeo_section(name, backend, timeout):
+def runzeo_section(name, backend, timeout, extra=""):
+    """A `<zeoclient>` backend section for a Runzeo; `extra`: more key lines
+    (e.g. its blob cache `    blob-dir DIR\n`)."""
     return ("  <zeoclient %s>\n    server %s:%d\n    timeout %s\n    connect-timeout 2s\n"
-            "  </zeoclient>\n" % (name, backend.host, backend.port, timeout))
+            "%s  </zeoclient>\n" % (name, backend.host, backend.port, timeout, extra))
 
 
 def filestorage_section(name, path, extra=""):
@@ -199,8 +205,8 @@ WRITER = """
     import os, sys, time, traceback, transaction, ZODB
     from ZEO.ClientStorage import ClientStorage
 
-    host, port, name, ack_path, err_path, stop_path, size = sys.argv[1:8]
-    size = int(size)
+    host, port, name, ack_path, err_path, stop_path, size, pause = sys.argv[1:9]
+    size, pause = int(size), float(pause)
     db = ZODB.DB(ClientStorage((host, int(port)), wait_timeout=60))
     tm = transaction.TransactionManager()
     conn = db.open(tm)
@@ -223,6 +229,8 @@ WRITER = """
                 continue
             # tm.commit() returned: acknowledged
             ack.write("%s %.3f %.3f\\n" % (key, started, time.time() - started))
+            if pause:
+                time.sleep(pause)
     conn.close()
     db.close()
 """
@@ -231,9 +239,10 @@ WRITER = """
 class Writers:
     """N client processes, each committing distinct keys into its own OOBTree
     (`root[name][name-i]`) in a loop and appending every acknowledged key (with
-    start time and latency) to NAME.acks; exceptions go to NAME.err."""
+    start time and latency) to NAME.acks; exceptions go to NAME.err. `pause`:
+    seconds each waits after an acknowledged commit (a steadier, lower load)."""
 
-    def __init__(self, spawn, workdir, addr, count=4, size=0, prefix="w"):
+    def __init__(self, spawn, workdir, addr, count=4, size=0, prefix="w", pause=0.0):
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.names = ["%s%d" % (prefix, i) for i in range(count)]
@@ -245,7 +254,7 @@ class Writers:
         self.procs = [
             spawn([sys.executable, str(script), addr[0], str(addr[1]), name,
                    str(self.ack_path(name)), str(self.err_path(name)), str(self.stop_path),
-                   str(size)],
+                   str(size), str(pause)],
                   env=env, stdout=subprocess.DEVNULL,
                   stderr=open(self.workdir / (name + ".stderr"), "w"))
             for name in self.names]

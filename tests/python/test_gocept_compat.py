@@ -278,3 +278,58 @@ def test_trying_the_config_read_only_beside_the_running_raid(backends, gocept_se
         assert raid_call(server.addr, "raid_status") == "optimal"
     finally:
         db.close()
+
+
+def test_cluster_mode_coop_as_gocept_meant_it(backends, gocept_server, zeoraid_bin, spawn,
+                                              tmp_path):
+    """`cluster-mode coop`, written explicitly, keeps gocept.zeoraid's meaning:
+    two RAID servers with the same configuration share three runzeo backends
+    (reads voted across the backends, tids after every backend's last
+    transaction, each server's clients see the other's commits), and a RAID
+    fails once no more than half of its backends are optimal — where a
+    `single` RAID would go on with one."""
+    a, b, c = backends("1", "2", "3")
+    coop = "  cluster-mode coop\n"
+    named = [("1", a), ("2", b), ("3", c)]
+    one = gocept_server(named, raid_extra=coop)
+    two = GoceptServer(zeoraid_bin, spawn, tmp_path / "raid-two", named,
+                       raid_extra=coop).start()
+    db1 = client_db(one.addr)
+    db2 = client_db(two.addr)
+    try:
+        commit(db1, "from_one", 1)
+        for i in range(5):
+            commit(db2 if i % 2 == 0 else db1, "turn%d" % i, i)
+        for db in (db1, db2):
+            wait_for(lambda: db.lastTransaction() == db2.lastTransaction()
+                     == db1.lastTransaction(), 30, "both clients at the same tid")
+            with db.transaction() as conn:
+                assert conn.root()["from_one"] == 1
+                assert [conn.root()["turn%d" % i] for i in range(5)] == list(range(5))
+        for server in (one, two):
+            assert raid_call(server.addr, "raid_details") == {
+                "1": "optimal", "2": "optimal", "3": "optimal"}
+        two.stop()
+
+        # One of three lost: degraded, commits go on.
+        c.kill()
+        commit(db1, "after_c", 1)
+        wait_for(lambda: raid_call(one.addr, "raid_status") == "degraded", 30, "degraded")
+        # Two of three lost: 1 of 3 is not more than half, the RAID fails (close).
+        b.kill()
+        with pytest.raises(Exception) as failure:
+            commit(db1, "after_b", 1)
+        assert "only 1 of 3 backends are optimal" in str(failure.value), failure.value
+        # Nagios critical. (A RAID failed in fail-mode close refuses the
+        # controller's registration as every other: it says so, as with a closed
+        # gocept.zeoraid storage.)
+        result = one.controller("status")
+        assert result.returncode == 2, result
+        assert result.stdout in ("failed\n", "Could not connect to ZEO server at %s:%d\n"
+                                 % one.addr), result
+        with pytest.raises(Exception):
+            commit(db1, "still_failed", 1)
+    finally:
+        db1.close()
+        db2.close()
+        two.stop()

@@ -388,6 +388,53 @@ def test_restart_degrades_the_backend_that_missed_commits(runzeo, raid_server, t
     assert raid.states()["b"] == ("degraded", "missing transactions")
 
 
+def test_restart_with_a_backend_down_writes_on_the_recorded_one(runzeo, raid_server):
+    """The RAID records which backends hold every acknowledged commit (its
+    state-file): restarted while one backend is dead, it goes on writing on a
+    recorded one; restarted with only a backend that was degraded before, it
+    refuses writes (ReadOnlyError) until the missing one answers."""
+    import ZODB.POSException
+    a, b, raid = two_runzeo_raid(runzeo, raid_server)
+    db = client_db(raid.addr)
+    with db.transaction() as conn:
+        conn.root()["x"] = PersistentMapping(v=1)
+    db.close()
+    assert raid.stop() == 0
+    state = (raid.workdir / "zeoraid.conf.1.state").read_text()
+    assert state.splitlines() == ["zeoraid optimal backends 1", "a", "b"], state
+
+    b.kill()
+    raid.start()
+    assert_degraded(raid, "b", "unreachable at startup")
+    db = client_db(raid.addr)
+    with db.transaction() as conn:
+        conn.root()["y"] = PersistentMapping(v=2)
+    tid = db.lastTransaction().hex()
+    db.close()
+    assert raid.stop() == 0
+    state = (raid.workdir / "zeoraid.conf.1.state").read_text()
+    assert state.splitlines() == ["zeoraid optimal backends 1", "a"], state
+
+    # Now `a` (the only one holding "y") is down and `b` is back: no fork.
+    a.kill()
+    b.start()
+    raid.start()
+    db = client_db(raid.addr)
+    with pytest.raises(ZODB.POSException.ReadOnlyError):
+        with db.transaction() as conn:
+            conn.root()["fork"] = PersistentMapping(v=3)
+    db.close()
+    a.start()
+    wait_for(lambda: raid.states()["a"] == ("optimal", None), 30, "a answers", interval=0.2)
+    assert raid.states()["b"] == ("degraded", "missing transactions")
+    db = client_db(raid.addr)
+    with db.transaction() as conn:
+        assert conn.root()["y"]["v"] == 2
+        conn.root()["z"] = PersistentMapping(v=4)
+    assert db.lastTransaction().hex() > tid
+    db.close()
+
+
 # ---------------------------------------------------------------- 6. reads fail over
 
 def test_reads_fail_over_when_a_backend_is_killed(runzeo, raid_server):

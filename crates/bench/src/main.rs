@@ -7,13 +7,17 @@
 //! /work/target-bench/release/zeoraid-bench server        # runzeo vs zeoraid serve
 //! /work/target-bench/release/zeoraid-bench raid          # RAID overhead / read scaling
 //! /work/target-bench/release/zeoraid-bench filestorage   # embedded engine vs Python FileStorage
+//! /work/target-bench/release/zeoraid-bench recovery      # recovery copy rate, under load
+//! /work/target-bench/release/zeoraid-bench client        # ZeoClient vs Python ClientStorage
 //! ```
 
+mod client;
 mod filestorage;
 mod loadgen;
 mod procs;
 mod pyclients;
 mod raid;
+mod recovery;
 mod server;
 mod stats;
 
@@ -40,6 +44,10 @@ enum Command {
     Raid(raid::RaidArgs),
     /// The embedded FileStorage engine vs Python's FileStorage, in-process.
     Filestorage(filestorage::FsArgs),
+    /// Recovery: copy rate of an empty backend, and recovery under a commit load.
+    Recovery(recovery::RecoveryArgs),
+    /// Our ZeoClient vs Python's ClientStorage against the same runzeo.
+    Client(client::ClientArgs),
 }
 
 /// Options every benchmark takes.
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
                 Command::Server(args) => server::run(args).await,
                 Command::Raid(args) => raid::run(args).await,
                 Command::Filestorage(args) => filestorage::run(args).await,
+                Command::Recovery(args) => recovery::run(args).await,
+                Command::Client(args) => client::run(args).await,
             }
         };
         tokio::select! {

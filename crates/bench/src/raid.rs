@@ -67,41 +67,77 @@ impl System {
     }
 }
 
-async fn measure(args: &RaidArgs, sys: &System) -> anyhow::Result<(Sample, Sample)> {
-    let c = &args.common;
-    let clients = loadgen::connect(&sys.front.addr, args.lg_connections).await?;
-    let cpu0 = sys.cpu()?;
-    let mut load = loadgen::loads(&clients, args.lg_pipeline, sys.oids.clone(), c.seconds).await?;
-    load.server_cpu = sys.cpu()? - cpu0;
-    loadgen::close(clients);
-    let clients = loadgen::connect(&sys.front.addr, args.lg_commit_connections).await?;
-    let cpu0 = sys.cpu()?;
-    let mut commit = loadgen::commits(&clients, c.seconds).await?;
-    commit.server_cpu = sys.cpu()? - cpu0;
-    loadgen::close(clients);
-    Ok((load, commit))
+/// One phase's samples: all processes of the system, and the front process alone
+/// (zeoraid without its runzeo backends; for a direct runzeo the same).
+struct Measured {
+    load: Sample,
+    commit: Sample,
+    load_front_cpu: f64,
+    commit_front_cpu: f64,
 }
 
-/// Rounds of `a` vs `b`, alternating which goes first; returns the results.
-async fn compare(args: &RaidArgs, a: &System, b: &System) -> anyhow::Result<Results> {
+async fn measure(args: &RaidArgs, sys: &System) -> anyhow::Result<Measured> {
+    let c = &args.common;
+    let clients = loadgen::connect(&sys.front.addr, args.lg_connections).await?;
+    let (cpu0, front0) = (sys.cpu()?, sys.front.cpu()?);
+    let mut load = loadgen::loads(&clients, args.lg_pipeline, sys.oids.clone(), c.seconds).await?;
+    load.server_cpu = sys.cpu()? - cpu0;
+    let load_front_cpu = sys.front.cpu()? - front0;
+    loadgen::close(clients);
+    let clients = loadgen::connect(&sys.front.addr, args.lg_commit_connections).await?;
+    let (cpu0, front0) = (sys.cpu()?, sys.front.cpu()?);
+    let mut commit = loadgen::commits(&clients, c.seconds).await?;
+    commit.server_cpu = sys.cpu()? - cpu0;
+    let commit_front_cpu = sys.front.cpu()? - front0;
+    loadgen::close(clients);
+    Ok(Measured {
+        load,
+        commit,
+        load_front_cpu,
+        commit_front_cpu,
+    })
+}
+
+/// `sample` with only the front process's CPU as its server CPU.
+fn front_only(sample: &Sample, front_cpu: f64) -> Sample {
+    Sample {
+        server_cpu: front_cpu,
+        ..sample.clone()
+    }
+}
+
+/// Rounds of `a` vs `b`, alternating which goes first; returns the results, and
+/// the same with the front process's CPU only.
+async fn compare(args: &RaidArgs, a: &System, b: &System) -> anyhow::Result<(Results, Results)> {
     let mut results = Results::default();
+    let mut front = Results::default();
     let load_label = format!("{}×{} loadBefore", args.lg_connections, args.lg_pipeline);
     let commit_label = format!("{} committers", args.lg_commit_connections);
     for round in 0..args.common.rounds {
         let order = if round % 2 == 0 { [a, b] } else { [b, a] };
         for sys in order {
-            let (load, commit) = measure(args, sys).await?;
+            let m = measure(args, sys).await?;
             eprintln!(
                 "round {round} {:>22}: {:>7.0} loads/s, {:>6.0} commits/s",
                 sys.label,
-                load.rate(),
-                commit.rate()
+                m.load.rate(),
+                m.commit.rate()
             );
-            results.add(&load_label, &sys.label, load);
-            results.add(&commit_label, &sys.label, commit);
+            front.add(
+                &load_label,
+                &sys.label,
+                front_only(&m.load, m.load_front_cpu),
+            );
+            front.add(
+                &commit_label,
+                &sys.label,
+                front_only(&m.commit, m.commit_front_cpu),
+            );
+            results.add(&load_label, &sys.label, m.load);
+            results.add(&commit_label, &sys.label, m.commit);
         }
     }
-    Ok(results)
+    Ok((results, front))
 }
 
 async fn preload(
@@ -168,7 +204,7 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         let single =
             Server::zeoraid(B, &zeoraid_bin, &d, &procs::filestorage_section("1", &d)).await?;
         let single = preload(&args, B, single, vec![]).await?;
-        let results = compare(&args, &raid, &single).await?;
+        let (results, _) = compare(&args, &raid, &single).await?;
         raid.stop().await;
         single.stop().await;
         println!("### embedded backends\n\n{}", results.table(A, B, &metrics));
@@ -190,10 +226,14 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         let raid = preload(&args, A, raid, vec![ba, bb]).await?;
         let direct = Server::runzeo(B, &python, &dir.join("rz-direct"), true).await?;
         let direct = preload(&args, B, direct, vec![]).await?;
-        let results = compare(&args, &raid, &direct).await?;
+        let (results, front) = compare(&args, &raid, &direct).await?;
         raid.stop().await;
         direct.stop().await;
         println!("### runzeo backends\n\n{}", results.table(A, B, &metrics));
+        println!(
+            "CPU of the front process alone (zeoraid without its backends; runzeo):\n\n{}",
+            front.table(A, B, &[Metric::CpuPerOp])
+        );
         targets(&results, A, B, 0.85, 1.5);
         println!();
     }

@@ -158,6 +158,7 @@ pub enum Metric {
     P99,
     CpuPerOp,
     ClientCpuShare,
+    ClientCpuPerOp,
 }
 
 impl Metric {
@@ -167,6 +168,13 @@ impl Metric {
             Metric::P50 => s.percentile(50.0) * 1e3,
             Metric::P99 => s.percentile(99.0) * 1e3,
             Metric::CpuPerOp => s.cpu_us_per_op(),
+            Metric::ClientCpuPerOp => {
+                if s.ops == 0 {
+                    0.0
+                } else {
+                    s.client_cpu / s.ops as f64 * 1e6
+                }
+            }
             Metric::ClientCpuShare => {
                 if s.elapsed > 0.0 {
                     s.client_cpu / s.elapsed
@@ -184,6 +192,7 @@ impl Metric {
             Metric::P99 => "p99 latency (ms)".to_owned(),
             Metric::CpuPerOp => "server CPU µs/op".to_owned(),
             Metric::ClientCpuShare => "client CPU (cores)".to_owned(),
+            Metric::ClientCpuPerOp => "client CPU µs/op".to_owned(),
         }
     }
 
@@ -191,7 +200,7 @@ impl Metric {
         match self {
             Metric::Rate(_) => format!("{v:.0}"),
             Metric::P50 | Metric::P99 => format!("{v:.3}"),
-            Metric::CpuPerOp => format!("{v:.1}"),
+            Metric::CpuPerOp | Metric::ClientCpuPerOp => format!("{v:.1}"),
             Metric::ClientCpuShare => format!("{v:.2}"),
         }
     }

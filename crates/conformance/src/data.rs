@@ -55,6 +55,15 @@ pub fn record(payload: &str) -> Bytes {
     record_with_refs(payload, &[])
 }
 
+/// The record of a `ZODB.blob.Blob`, exactly as ZODB writes one: the class
+/// pickle `ZODB.blob Blob` (a bare global, no tuple) and the state `None` (a
+/// blob's content lives in its file, not in the record). Python storages tell
+/// blob records by this class (`ZODB.blob.is_blob_record`): FileStorage's undo
+/// and ZEO's iterators only carry blobs for them.
+pub fn blob_record() -> Bytes {
+    Bytes::from_static(b"\x80\x03cZODB.blob\nBlob\nq\x00.\x80\x03N.")
+}
+
 /// The oids `data` refers to, for records written by [`record_with_refs`].
 pub fn references(data: &[u8]) -> Vec<Oid> {
     let mut found = Vec::new();
@@ -102,6 +111,17 @@ pub fn meta(user: &str, description: &str) -> TransactionMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_record_is_a_blob_class_and_a_none_state() {
+        let data = blob_record();
+        // Class pickle (GLOBAL 'ZODB.blob Blob', BINPUT 0, STOP), then the
+        // state pickle `None`.
+        let (class, state) = data.split_at(21);
+        assert_eq!(class, b"\x80\x03cZODB.blob\nBlob\nq\x00.");
+        assert_eq!(state, b"\x80\x03N.");
+        assert!(references(&data).is_empty());
+    }
 
     #[test]
     fn references_round_trip() {

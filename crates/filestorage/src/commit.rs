@@ -273,7 +273,7 @@ impl FileStorage {
         self.check_writable()?;
         let mut slot = self.pending_slot();
         if let Some(p) = slot.as_ref() {
-            return Err(FsError::transaction(format!(
+            return Err(FsError::refused(format!(
                 "transaction {:?} is already voted; finish or abort it first",
                 p.id
             )));

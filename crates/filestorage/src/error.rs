@@ -52,6 +52,12 @@ impl FsError {
         FsError::Storage(StorageError::Transaction(msg.into()))
     }
 
+    /// A refusal out of this storage's own state (already packing, …): another
+    /// replica would not refuse, so it is no answer about the data.
+    pub fn refused(msg: impl Into<String>) -> FsError {
+        FsError::Storage(StorageError::Refused(msg.into()))
+    }
+
     pub fn undo(reason: impl Into<String>, oid: Option<Oid>) -> FsError {
         FsError::Storage(StorageError::Undo {
             reason: reason.into(),

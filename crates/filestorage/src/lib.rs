@@ -129,6 +129,21 @@ impl Storage for AsyncFileStorage {
         self.blocking(move |e| e.load_before(oid, before)).await
     }
 
+    /// Loads only take the engine's state lock for reading (no fsync happens under
+    /// its write side) and `pread` the page-cached file: cheap enough for the
+    /// caller's thread, which saves the `spawn_blocking` hand-off.
+    fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        Some(
+            self.engine
+                .load_before(oid, before)
+                .map_err(StorageError::from),
+        )
+    }
+
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
         self.blocking(move |e| e.load_serial(oid, serial)).await
     }

@@ -204,7 +204,7 @@ impl FileStorage {
             return Err(FsError::transaction("Invalid pack time"));
         }
         if self.packing.swap(true, Ordering::AcqRel) {
-            return Err(FsError::transaction("Already packing"));
+            return Err(FsError::refused("Already packing"));
         }
         match self.pack_prepare_inner(packtime, &opts) {
             Ok(Some(job)) => Ok(Some(job)),
@@ -416,7 +416,7 @@ impl FileStorage {
         let end = {
             let st = self.st();
             if !Arc::ptr_eq(&st.file, &job.input) {
-                return Err(FsError::transaction("the file was replaced during pack"));
+                return Err(FsError::refused("the file was replaced during pack"));
             }
             st.pos
         };
@@ -498,7 +498,7 @@ impl FileStorage {
         self.check_writable()?;
         let slot = self.pending_slot();
         if slot.is_some() {
-            return Err(FsError::transaction(
+            return Err(FsError::refused(
                 "pack cannot finish while a transaction is voted",
             ));
         }

@@ -24,7 +24,9 @@ use zeoraid_storage::{
 use crate::blobs::BlobDir;
 use crate::commit::Pending;
 use crate::error::{FsError, FsResult};
-use crate::format::{Reader, FILE_HEADER_LEN, STATUS_CHECKPOINT, STATUS_UNCERTAIN};
+use crate::format::{
+    DataHeader, Reader, RecordBuf, FILE_HEADER_LEN, STATUS_CHECKPOINT, STATUS_UNCERTAIN,
+};
 use crate::index::{self, OidIndex, SavedIndex};
 use crate::lock::LockFile;
 
@@ -90,6 +92,18 @@ fn remove_if_exists(path: &Path) -> FsResult<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The data of a record read by [`Reader::data_record`]: its pickle, or the one
+/// its back-pointer chain leads to; a chain ending in "no data" is `PosKey`.
+fn record_data(r: &Reader<'_>, oid: Oid, buf: &RecordBuf, h: &DataHeader) -> FsResult<Bytes> {
+    if h.plen > 0 {
+        return r.record_data(buf, h);
+    }
+    match r.load_back(oid, h.back)? {
+        Some((data, _, _)) => Ok(Bytes::from(data)),
+        None => Err(FsError::pos_key(oid)),
     }
 }
 
@@ -337,7 +351,7 @@ impl FileStorage {
         for _ in 0..count {
             let next = max
                 .next()
-                .ok_or_else(|| FsError::transaction("oid space exhausted"))?;
+                .ok_or_else(|| FsError::refused("oid space exhausted"))?;
             *max = next;
             out.push(next);
         }
@@ -367,23 +381,21 @@ impl FileStorage {
     pub fn load(&self, oid: Oid) -> FsResult<(Bytes, Tid)> {
         let (file, pos) = self.snapshot(oid)?;
         let r = Reader::new(&file);
-        let h = r.data_header(pos, Some(oid))?;
-        if h.plen > 0 {
-            return Ok((Bytes::from(r.data(pos, &h)?), h.tid));
-        }
-        match r.load_back(oid, h.back)? {
-            Some((data, _, _)) => Ok((Bytes::from(data), h.tid)),
-            None => Err(FsError::pos_key(oid)),
-        }
+        let mut buf = RecordBuf::new();
+        let h = r.data_record(pos, Some(oid), &mut buf)?;
+        Ok((record_data(&r, oid, &buf, &h)?, h.tid))
     }
 
     /// FileStorage `loadBefore`.
     pub fn load_before(&self, oid: Oid, before: Tid) -> FsResult<Option<LoadedRecord>> {
         let (file, mut pos) = self.snapshot(oid)?;
         let r = Reader::new(&file);
+        let mut buf = RecordBuf::new();
         let mut end = None;
         let h = loop {
-            let h = r.data_header(pos, Some(oid))?;
+            // Header and (usually) the whole pickle in one read: the newest
+            // revision is the one asked for in almost every load.
+            let h = r.data_record(pos, Some(oid), &mut buf)?;
             if h.tid < before {
                 break h;
             }
@@ -399,16 +411,8 @@ impl FileStorage {
                 return Ok(None);
             }
         };
-        let data = if h.plen > 0 {
-            r.data(pos, &h)?
-        } else {
-            match r.load_back(oid, h.back)? {
-                Some((data, _, _)) => data,
-                None => return Err(FsError::pos_key(oid)),
-            }
-        };
         Ok(Some(LoadedRecord {
-            data: Bytes::from(data),
+            data: record_data(&r, oid, &buf, &h)?,
             start: h.tid,
             end,
         }))
@@ -418,8 +422,9 @@ impl FileStorage {
     pub fn load_serial(&self, oid: Oid, serial: Tid) -> FsResult<Bytes> {
         let (file, mut pos) = self.snapshot(oid)?;
         let r = Reader::new(&file);
+        let mut buf = RecordBuf::new();
         let h = loop {
-            let h = r.data_header(pos, Some(oid))?;
+            let h = r.data_record(pos, Some(oid), &mut buf)?;
             if h.tid == serial {
                 break h;
             }
@@ -428,13 +433,7 @@ impl FileStorage {
             }
             pos = h.prev;
         };
-        if h.plen > 0 {
-            return Ok(Bytes::from(r.data(pos, &h)?));
-        }
-        match r.load_back(oid, h.back)? {
-            Some((data, _, _)) => Ok(Bytes::from(data)),
-            None => Err(FsError::pos_key(oid)),
-        }
+        record_data(&r, oid, &buf, &h)
     }
 
     /// FileStorage `history`: up to `size` revisions, newest first; `size` is

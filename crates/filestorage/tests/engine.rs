@@ -278,7 +278,7 @@ fn abort_leaves_no_trace_and_one_vote_at_a_time() {
     let second = txn("c", vec![store(2, Tid::ZERO, b"c")]);
     assert!(matches!(
         storage_err(fs.vote(&second).unwrap_err()),
-        StorageError::Transaction(_)
+        StorageError::Refused(_)
     ));
     assert!(fs.finish(second.id).is_err());
     fs.abort(t.id).unwrap();

@@ -94,7 +94,7 @@ impl MemStorage {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| StorageError::Transaction("storage is closed".into()))
+            .map_err(|_| StorageError::Refused("storage is closed".into()))
     }
 }
 
@@ -207,7 +207,7 @@ impl Storage for MemStorage {
             st.max_oid = st
                 .max_oid
                 .checked_add(1)
-                .ok_or_else(|| StorageError::Transaction("oids exhausted".into()))?;
+                .ok_or_else(|| StorageError::Refused("oids exhausted".into()))?;
             out.push(Oid::from_u64(st.max_oid));
         }
         Ok(out)

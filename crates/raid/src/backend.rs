@@ -38,6 +38,10 @@ pub(crate) enum CallError {
     /// An answer about the data (`StorageError::is_answer`): every healthy replica
     /// gives the same.
     Answer(StorageError),
+    /// The backend is at fault. A *refusal* ([`StorageError::is_refusal`]: read-only,
+    /// unsupported, already packing, …) is a fault too, except when every backend
+    /// refuses alike (`commit::settle_refusals`): a RAID of backends without blob
+    /// directories refuses blobs, it does not fail.
     Fault(Fault),
 }
 

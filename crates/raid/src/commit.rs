@@ -15,7 +15,7 @@ use futures::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 use zeoraid_storage::{StorageError, StorageResult, Tid, Transaction, TxnId, VoteOutcome};
 
-use crate::backend::{CallError, Kind};
+use crate::backend::{CallError, Fault, Kind};
 use crate::error::{closed, no_backend_left};
 use crate::verdict::{decide, AnswerKind, Verdict};
 use crate::{lock, Inner};
@@ -60,6 +60,9 @@ impl TidClock {
     }
 }
 
+/// How often a coop vote is tried when every backend refuses its tid.
+const COOP_VOTE_ATTEMPTS: u32 = 5;
+
 /// Aborts the vote on its backends if the RAID's `vote` is dropped midway (the
 /// caller went away): no backend is left holding a transaction nobody will finish.
 struct AbortOnDrop {
@@ -78,6 +81,29 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         let backends = std::mem::take(&mut self.backends);
         self.inner.abort_in_background(backends, self.id);
+    }
+}
+
+/// The refusals of a fan-out (backends refusing out of their own state or
+/// configuration): when some backend gave a verdict, the refusers are at fault and
+/// join `degrade`; when none did, every backend refused, so the first refusal in
+/// configuration order is the answer and nobody is degraded.
+pub(crate) fn settle_refusals(
+    op: &str,
+    any_verdict: bool,
+    refusals: Vec<(usize, StorageError)>,
+    degrade: &mut Vec<(usize, String)>,
+) -> Option<StorageError> {
+    if any_verdict {
+        degrade.extend(refusals.into_iter().map(|(i, e)| {
+            (
+                i,
+                format!("{op} refused while other backends answered: {e}"),
+            )
+        }));
+        None
+    } else {
+        refusals.into_iter().min_by_key(|(i, _)| *i).map(|(_, e)| e)
     }
 }
 
@@ -100,7 +126,26 @@ pub(crate) struct Pending {
 }
 
 impl Inner {
-    pub(crate) async fn vote(self: &Arc<Self>, mut txn: Transaction) -> StorageResult<VoteOutcome> {
+    pub(crate) async fn vote(self: &Arc<Self>, txn: Transaction) -> StorageResult<VoteOutcome> {
+        if !self.coop() || txn.tid.is_some() {
+            return self.vote_once(txn).await;
+        }
+        // Coop: another RAID may commit between our reading the backends' last
+        // transactions and our vote, so that every backend refuses our tid as too
+        // old. The clock has caught up by then: try again with a later tid.
+        let mut attempt = 1;
+        loop {
+            match self.vote_once(txn.clone()).await {
+                Err(StorageError::Transaction(reason)) if attempt < COOP_VOTE_ATTEMPTS => {
+                    tracing::debug!(%reason, attempt, "coop vote refused by every backend; retrying");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn vote_once(self: &Arc<Self>, mut txn: Transaction) -> StorageResult<VoteOutcome> {
         self.check_writable()?;
         let permit = Arc::clone(&self.commit_lock)
             .acquire_owned()
@@ -108,6 +153,11 @@ impl Inner {
             .map_err(|_| closed())?;
         self.check_writable()?;
         let txn_had_no_tid = txn.tid.is_none();
+        if self.coop() {
+            // Other RAIDs commit to the same backends: start after their last
+            // transactions (gocept.zeoraid asks them at every tpc_begin too).
+            self.refresh_clock(&self.optimal()).await;
+        }
         let tid = lock(&self.tids).assign(txn.tid)?;
         txn.tid = Some(tid);
         self.invalidations.mark_own(tid);
@@ -126,10 +176,22 @@ impl Inner {
             let t = txn.clone();
             async move { (i, b.call(Kind::Write, b.storage.vote(t)).await) }
         });
-        let results = join_all(calls).await;
+        let results = if self.coop() {
+            // One after the other in configuration order: a backend's commit lock
+            // is held from its vote, and every RAID of the cluster taking them in
+            // the same order is what keeps two RAIDs from deadlocking.
+            let mut results = Vec::with_capacity(participants.len());
+            for call in calls {
+                results.push(call.await);
+            }
+            results
+        } else {
+            join_all(calls).await
+        };
         guard.disarm();
 
         let mut faults = Vec::new();
+        let mut refusals = Vec::new();
         let mut verdicts = Vec::new();
         let mut answers: HashMap<usize, StorageResult<VoteOutcome>> = HashMap::new();
         for (i, result) in results {
@@ -142,11 +204,13 @@ impl Inner {
                     verdicts.push((i, Verdict::of_error(&e)));
                     answers.insert(i, Err(e));
                 }
+                Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => refusals.push((i, e)),
                 Err(CallError::Fault(f)) => faults.push((i, f.reason("vote"))),
             }
         }
         let decision = decide("vote", &verdicts);
         let mut out = faults;
+        let refused = settle_refusals("vote", !verdicts.is_empty(), refusals, &mut out);
         if let Some(d) = &decision {
             out.extend(d.disagreeing.iter().cloned());
         }
@@ -154,10 +218,19 @@ impl Inner {
         self.abort_in_background(out.iter().map(|(i, _)| *i).collect(), txn.id);
 
         let Some(decision) = decision else {
+            if let Some(e) = refused {
+                return Err(e);
+            }
             return Err(no_backend_left(
                 "vote failed on every backend; the transaction is not committed",
             ));
         };
+        if self.states().status() == crate::RaidStatus::Failed {
+            // Coop: the degrades above left no more than half of the backends
+            // optimal. The RAID has failed; nothing is committed.
+            self.abort_in_background(decision.agreeing.clone(), txn.id);
+            return Err(self.failed_error());
+        }
         let first = decision.agreeing[0];
         let answer = answers
             .remove(&first)
@@ -180,7 +253,7 @@ impl Inner {
     }
 
     /// Moves the tid clock up to the last transaction of `backends`.
-    async fn refresh_clock(&self, backends: &[usize]) {
+    pub(crate) async fn refresh_clock(&self, backends: &[usize]) {
         let calls = backends.iter().map(|&i| {
             let b = self.backend(i);
             async move { b.call(Kind::Probe, b.storage.last_transaction()).await }
@@ -301,8 +374,15 @@ impl Inner {
         self.check_writable()?;
         // Announce the pack before looking for a recovery (and a recovery does the
         // reverse): whichever comes second sees the other.
-        self.pack_running.fetch_add(1, Ordering::SeqCst);
+        let packs_before = self.pack_running.fetch_add(1, Ordering::SeqCst);
         let _packing = PackGuard(self);
+        if packs_before > 0 {
+            // Refused here, once, rather than by every backend: a backend that says
+            // "Already packing" while the others pack is degraded.
+            return Err(StorageError::Refused(
+                "Already packing (a pack of the RAID is running)".into(),
+            ));
+        }
         if self.recovery_running.load(Ordering::SeqCst) {
             return Err(StorageError::Transaction(
                 "pack is refused while a backend is recovering".into(),
@@ -314,6 +394,7 @@ impl Inner {
             async move { (i, b.call_within(Kind::Write, None, b.storage.pack(t)).await) }
         });
         let mut faults = Vec::new();
+        let mut refusals = Vec::new();
         let mut verdicts = Vec::new();
         let mut answers: HashMap<usize, StorageResult<()>> = HashMap::new();
         for (i, result) in join_all(calls).await {
@@ -326,16 +407,18 @@ impl Inner {
                     verdicts.push((i, Verdict::of_error(&e)));
                     answers.insert(i, Err(e));
                 }
+                Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => refusals.push((i, e)),
                 Err(CallError::Fault(f)) => faults.push((i, f.reason("pack"))),
             }
         }
         let decision = decide("pack", &verdicts);
+        let refused = settle_refusals("pack", !verdicts.is_empty(), refusals, &mut faults);
         if let Some(d) = &decision {
             faults.extend(d.disagreeing.iter().cloned());
         }
         self.degrade_many(&faults);
         let Some(decision) = decision else {
-            return Err(no_backend_left("pack failed on every backend"));
+            return Err(refused.unwrap_or_else(|| no_backend_left("pack failed on every backend")));
         };
         answers
             .remove(&decision.agreeing[0])

@@ -45,6 +45,13 @@ impl Hub {
             .then(|| self.tx.subscribe())
     }
 
+    /// Makes the RAID's stream exist even without backend streams (for events of
+    /// the RAID itself, such as a late backend's newer history).
+    pub(crate) fn enable(&self) {
+        self.has_sources
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Remembers `tid`; false when it was already known.
     fn remember(&self, tid: Tid) -> bool {
         let mut seen = lock(&self.seen);

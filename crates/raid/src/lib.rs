@@ -9,15 +9,21 @@
 //!   backend that fails, times out or disagrees is degraded with a recorded reason and
 //!   the commit goes on with the others. **No majority**: the answer given by the
 //!   most backends wins, ties go to the answer of the backend first in configuration
-//!   order.
+//!   order. A backend that *refuses* out of its own state (read-only, unsupported,
+//!   already packing) gives no answer: it is degraded when another answers, and the
+//!   refusal is the answer when all refuse.
 //! - **Oids** (`oids.rs`): every optimal backend is asked; the range handed out ends
 //!   at the highest counter, and every backend behind is made to catch up, so every
 //!   optimal backend's counter is at or above every oid ever handed out.
 //! - **Reads** (`read.rs`, `iter.rs`): one optimal backend chosen by the read policy,
-//!   failing over (and degrading) on a failure without the caller noticing.
+//!   failing over (and degrading) on a failure without the caller noticing; or, with
+//!   read voting, every optimal backend, answers compared like votes.
 //! - **States** (`state.rs`, `status.rs`): per backend optimal / degraded / recovering,
 //!   the RAID status derived from them, derived at startup from the backends alone
-//!   (`startup.rs`).
+//!   (`startup.rs`); writes wait for backends unreachable at startup (`unverified.rs`).
+//! - **Cluster mode coop** (gocept.zeoraid's): fails without a majority of optimal
+//!   backends; several RAIDs may share the backends (tids after every backend's last,
+//!   votes in configuration order, oids every backend handed to this RAID).
 //! - **Invalidations** (`invalidations.rs`): the backends' streams merged into one.
 
 mod backend;
@@ -28,12 +34,14 @@ mod invalidations;
 mod iter;
 mod members;
 mod oids;
+mod optimal_record;
 mod options;
 mod read;
 mod recovery;
 mod startup;
 mod state;
 mod status;
+mod unverified;
 mod verdict;
 mod verify;
 
@@ -65,6 +73,7 @@ pub use status::BackendDetails;
 pub use verify::VerifyReport;
 
 use backend::{Backend, Kind};
+use optimal_record::OptimalRecord;
 use state::StateTable;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +117,12 @@ pub(crate) struct Inner {
     /// The recovery's rate limit in bytes/s, 0 for none.
     pub recovery_rate: AtomicU64,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Backends that did not answer at startup and have not since (see
+    /// `unverified.rs`): while any is left, writes are refused.
+    pub unverified: Mutex<Vec<usize>>,
+    /// The record of optimal backends, kept aside while backends are unverified:
+    /// the old record is the evidence until then, so it is not overwritten.
+    pub pending_record: Mutex<Option<OptimalRecord>>,
 }
 
 impl Drop for Inner {
@@ -165,9 +180,23 @@ impl Inner {
     /// The error of a failed RAID, by fail mode.
     pub(crate) fn failed_error(&self) -> StorageError {
         match self.options.fail_mode {
+            FailMode::Close if self.coop() && !self.optimal().is_empty() => {
+                let states = self.states();
+                StorageError::Disconnected(format!(
+                    "only {} of {} backends are optimal: cluster-mode coop needs more than \
+                     half (the RAID has failed; fail-mode close)",
+                    states.optimal().len(),
+                    states.present().len()
+                ))
+            }
             FailMode::Close => error::no_backend_left("the RAID has failed; fail-mode close"),
             FailMode::ReadOnly => StorageError::ReadOnly,
         }
+    }
+
+    /// `cluster-mode coop`: other RAIDs may share the backends.
+    pub(crate) fn coop(&self) -> bool {
+        self.options.cluster_mode == ClusterMode::Coop
     }
 
     /// Refuses writes when closed, configured read-only, or failed.
@@ -179,7 +208,7 @@ impl Inner {
         if self.states().status() == RaidStatus::Failed {
             return Err(self.failed_error());
         }
-        Ok(())
+        self.check_verified()
     }
 
     /// Closes every backend (concurrently, within their timeouts); every further
@@ -250,9 +279,6 @@ impl RaidStorage {
                 return Err(RaidError::DuplicateName(name.clone()));
             }
         }
-        if options.cluster_mode == ClusterMode::Coop {
-            tracing::info!("cluster-mode coop is accepted; zeoraid behaves as cluster-mode single");
-        }
         let backends: Vec<Arc<Backend>> = backends
             .into_iter()
             .map(|(name, storage, timeout)| {
@@ -263,13 +289,33 @@ impl RaidStorage {
                 ))
             })
             .collect();
-        let (states, newest) = startup::derive_states(&backends).await;
-        let names = backends.iter().map(|b| b.name.clone()).collect();
+        let record = options.state_file.clone().map(OptimalRecord::new);
+        let recorded = record.as_ref().and_then(OptimalRecord::read);
+        let startup::Derived {
+            states,
+            newest,
+            unverified,
+            recorded_holder,
+        } = startup::derive(&backends, recorded.as_deref()).await;
+        let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+        if let Some(holder) = &recorded_holder {
+            tracing::info!(
+                backend = %holder,
+                "states derived from the RAID's record: this backend held every acknowledged \
+                 commit when the RAID stopped"
+            );
+        }
+        let (record, pending_record) = if unverified.is_empty() {
+            (record, None)
+        } else {
+            (None, record)
+        };
         let recovery_rate = options.recovery_rate.unwrap_or(0);
+        let coop = options.cluster_mode == ClusterMode::Coop;
         let inner = Arc::new(Inner {
             backends: RwLock::new(backends),
             options,
-            states: Mutex::new(StateTable::new(names, states)),
+            states: Mutex::new(StateTable::new(names, states, coop, record)),
             commit_lock: Arc::new(Semaphore::new(1)),
             pending: Mutex::new(None),
             tids: Mutex::new(commit::TidClock::new(newest)),
@@ -284,9 +330,18 @@ impl RaidStorage {
             pack_running: AtomicUsize::new(0),
             recovery_rate: AtomicU64::new(recovery_rate),
             tasks: Mutex::new(Vec::new()),
+            unverified: Mutex::new(unverified),
+            pending_record: Mutex::new(pending_record),
         });
         let tasks = invalidations::spawn_forwarders(&inner);
         lock(&inner.tasks).extend(tasks);
+        if !lock(&inner.unverified).is_empty() {
+            // A backend answering late may be newer: its history is announced.
+            inner.invalidations.enable();
+        }
+        if let Some(task) = unverified::spawn_prober(&inner) {
+            lock(&inner.tasks).push(task);
+        }
         Ok(RaidStorage { inner })
     }
 
@@ -391,39 +446,64 @@ impl Storage for RaidStorage {
     async fn last_transaction(&self) -> StorageResult<Tid> {
         self.inner.check_open()?;
         self.inner.read_check()?;
+        if self.inner.coop() {
+            // Other RAIDs commit to the backends too (as gocept.zeoraid, ask them).
+            self.inner.refresh_clock(&self.inner.optimal()).await;
+        }
         Ok(lock(&self.inner.tids).committed)
     }
 
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
         self.inner
-            .read("load_before", move |s| async move {
-                s.load_before(oid, before).await
-            })
+            .read_voted(
+                "load_before",
+                move |s| async move { s.load_before(oid, before).await },
+                Option::clone,
+            )
             .await
     }
 
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
         self.inner
-            .read("load_serial", move |s| async move {
-                s.load_serial(oid, serial).await
-            })
+            .read_voted(
+                "load_serial",
+                move |s| async move { s.load_serial(oid, serial).await },
+                Bytes::clone,
+            )
             .await
     }
 
     async fn history(&self, oid: Oid, size: usize) -> StorageResult<Vec<HistoryEntry>> {
+        // Extensions are left out: implementations may pickle the same dict
+        // differently.
         self.inner
-            .read(
+            .read_voted(
                 "history",
                 move |s| async move { s.history(oid, size).await },
+                |entries: &Vec<HistoryEntry>| {
+                    entries
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.tid,
+                                h.meta.user.clone(),
+                                h.meta.description.clone(),
+                                h.size,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                },
             )
             .await
     }
 
     async fn record_iternext(&self, start: Option<Oid>) -> StorageResult<Option<CurrentRecord>> {
         self.inner
-            .read("record_iternext", move |s| async move {
-                s.record_iternext(start).await
-            })
+            .read_voted(
+                "record_iternext",
+                move |s| async move { s.record_iternext(start).await },
+                |r: &Option<CurrentRecord>| r.as_ref().map(|r| (r.oid, r.tid, r.data.clone())),
+            )
             .await
     }
 
@@ -470,10 +550,13 @@ impl Storage for RaidStorage {
     }
 
     async fn load_blob(&self, oid: Oid, serial: Tid) -> StorageResult<PathBuf> {
+        // Voted on whether the blob exists (each backend has its own path).
         self.inner
-            .read("load_blob", move |s| async move {
-                s.load_blob(oid, serial).await
-            })
+            .read_voted(
+                "load_blob",
+                move |s| async move { s.load_blob(oid, serial).await },
+                |_: &PathBuf| (),
+            )
             .await
     }
 

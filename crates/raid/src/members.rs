@@ -91,6 +91,7 @@ impl Inner {
             }
             states.remove(i);
         }
+        self.forget_unverified(i);
         let b = self.backend(i);
         if let Err(e) = b.call(Kind::Write, b.storage.close()).await {
             tracing::warn!(backend = %b.name, error = ?e, "closing a removed backend failed");

@@ -21,12 +21,14 @@
 //! The one case not covered: oids handed out but never stored, by backends that are
 //! all unreachable when the RAID restarts, can be handed out again by the others.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use zeoraid_storage::{Oid, StorageResult, MAX_NEW_OIDS};
+use zeoraid_storage::{Oid, StorageError, StorageResult, MAX_NEW_OIDS};
 
-use crate::backend::{CallError, Kind};
+use crate::backend::{CallError, Fault, Kind};
+use crate::commit::settle_refusals;
 use crate::error::no_backend_left;
 use crate::Inner;
 
@@ -37,6 +39,9 @@ impl Inner {
     pub(crate) async fn new_oids(self: &Arc<Self>, count: u32) -> StorageResult<Vec<Oid>> {
         let count = count.clamp(1, MAX_NEW_OIDS);
         self.check_writable()?;
+        if self.coop() {
+            return self.new_oids_coop(count).await;
+        }
         let mut last = self.oids.lock().await;
         let participants = self.optimal();
         if participants.is_empty() {
@@ -48,15 +53,22 @@ impl Inner {
         });
         let mut counters = Vec::new();
         let mut out = Vec::new();
+        let mut refusals = Vec::new();
         for (i, result) in join_all(calls).await {
-            match highest(result) {
-                Ok(high) => counters.push((i, high)),
-                Err(reason) => out.push((i, reason)),
+            match result {
+                Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => refusals.push((i, e)),
+                result => match highest(result) {
+                    Ok(high) => counters.push((i, high)),
+                    Err(reason) => out.push((i, reason)),
+                },
             }
         }
+        let refused = settle_refusals("new_oids", !counters.is_empty(), refusals, &mut out);
         self.degrade_many(&out);
         if counters.is_empty() {
-            return Err(no_backend_left("new_oids failed on every backend"));
+            return Err(
+                refused.unwrap_or_else(|| no_backend_left("new_oids failed on every backend"))
+            );
         }
         let count64 = u64::from(count);
         let top = counters
@@ -98,6 +110,133 @@ impl Inner {
             }
         }
         Some((i, "oid counter could not catch up".into()))
+    }
+}
+
+/// How many rounds a coop `new_oids` makes before it gives up.
+const COOP_ROUNDS: u32 = 20;
+
+impl Inner {
+    /// `new_oids` in `cluster-mode coop`. Other RAIDs take oids from the same
+    /// backends meanwhile, so "the highest counter" may be an oid another RAID got
+    /// from another backend. Hands out only oids that **every** optimal backend
+    /// handed to this RAID (in this call or its catch-up): a backend hands each oid
+    /// out once, so no other RAID can have it from any of them.
+    async fn new_oids_coop(self: &Arc<Self>, count: u32) -> StorageResult<Vec<Oid>> {
+        let mut last = self.oids.lock().await;
+        for _ in 0..COOP_ROUNDS {
+            let participants = self.optimal();
+            if participants.is_empty() || self.states().status() == crate::RaidStatus::Failed {
+                return Err(self.failed_error());
+            }
+            let calls = participants.iter().map(|&i| {
+                let b = self.backend(i);
+                async move { (i, b.call(Kind::Write, b.storage.new_oids(count)).await) }
+            });
+            let mut got: Vec<(usize, BTreeSet<u64>)> = Vec::new();
+            let mut out = Vec::new();
+            let mut refusals = Vec::new();
+            for (i, result) in join_all(calls).await {
+                match result {
+                    Ok(oids) if !oids.is_empty() => {
+                        got.push((i, oids.iter().map(|o| o.as_u64()).collect()))
+                    }
+                    Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => {
+                        refusals.push((i, e))
+                    }
+                    result => {
+                        if let Err(reason) = highest(result) {
+                            out.push((i, reason));
+                        }
+                    }
+                }
+            }
+            let refused = settle_refusals("new_oids", !got.is_empty(), refusals, &mut out);
+            self.degrade_many(&out);
+            let Some((top, floor)) = got
+                .iter()
+                .filter_map(|(_, s)| Some((*s.last()?, *s.first()?)))
+                .max()
+            else {
+                return Err(
+                    refused.unwrap_or_else(|| no_backend_left("new_oids failed on every backend"))
+                );
+            };
+            let catch_up = got.iter().map(|(i, s)| {
+                let (i, high) = (*i, s.last().copied().unwrap_or(0));
+                async move { (i, self.catch_up_collecting(i, high, top, floor).await) }
+            });
+            let mut out = Vec::new();
+            let mut more: Vec<(usize, BTreeSet<u64>)> = Vec::new();
+            for (i, result) in join_all(catch_up).await {
+                match result {
+                    Ok(oids) => more.push((i, oids)),
+                    Err(reason) => out.push((i, reason)),
+                }
+            }
+            self.degrade_many(&out);
+            let mut common: Option<BTreeSet<u64>> = None;
+            for (i, mut oids) in got {
+                if out.iter().any(|(o, _)| *o == i) {
+                    continue;
+                }
+                if let Some((_, extra)) = more.iter().find(|(m, _)| *m == i) {
+                    oids.extend(extra);
+                }
+                common = Some(match common {
+                    None => oids,
+                    Some(c) => c.intersection(&oids).copied().collect(),
+                });
+            }
+            let Some(common) = common else {
+                return Err(no_backend_left("new_oids failed on every backend"));
+            };
+            if !common.is_empty() {
+                let oids: Vec<u64> = common.into_iter().take(count as usize).collect();
+                *last = (*last).max(oids.iter().copied().max().unwrap_or(0));
+                return Ok(oids.into_iter().map(Oid::from_u64).collect());
+            }
+            // Other RAIDs took every candidate from some backend: ask again.
+        }
+        Err(StorageError::Refused(format!(
+            "no oids that every backend handed to this RAID after {COOP_ROUNDS} rounds \
+             (other RAIDs are allocating heavily)"
+        )))
+    }
+
+    /// Asks backend `i` for oids until its counter reaches `top`; returns those
+    /// at or above `floor` (the candidates), or the degrade reason.
+    async fn catch_up_collecting(
+        &self,
+        i: usize,
+        mut high: u64,
+        top: u64,
+        floor: u64,
+    ) -> Result<BTreeSet<u64>, String> {
+        let b = self.backend(i);
+        let mut oids = BTreeSet::new();
+        for _ in 0..MAX_CATCH_UP_CALLS {
+            if high >= top {
+                return Ok(oids);
+            }
+            let n = u32::try_from((top - high).min(u64::from(MAX_NEW_OIDS))).unwrap_or(1);
+            let got = match b.call(Kind::Write, b.storage.new_oids(n)).await {
+                Ok(got) => got,
+                Err(CallError::Answer(e)) => {
+                    return Err(format!("new_oids failed: {e} (catching up)"))
+                }
+                Err(CallError::Fault(f)) => {
+                    return Err(format!("{} (catching up)", f.reason("new_oids")))
+                }
+            };
+            let h = got.iter().map(|o| o.as_u64()).max().unwrap_or(0);
+            if h <= high {
+                return Err("new_oids went backwards while catching up".into());
+            }
+            high = h;
+            oids.extend(got.iter().map(|o| o.as_u64()).filter(|&o| o >= floor));
+        }
+        Err("oid counter could not catch up".into())
     }
 }
 

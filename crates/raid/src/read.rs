@@ -5,14 +5,17 @@
 //! backend — except that a failed RAID in fail-mode `read-only` keeps reading from
 //! the backends that were optimal last.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use zeoraid_storage::{Storage, StorageInfo, StorageResult};
+use zeoraid_storage::{Storage, StorageError, StorageInfo, StorageResult};
 
-use crate::backend::{CallError, Kind};
+use crate::backend::{CallError, Fault, Kind};
+use crate::commit::settle_refusals;
 use crate::error::no_backend_left;
+use crate::verdict::{decide, AnswerKind, ReadVerdict};
 use crate::{FailMode, Inner, RaidStatus, ReadPolicy};
 
 impl Inner {
@@ -21,9 +24,19 @@ impl Inner {
         self.check_open()?;
         let states = self.states();
         let optimal = states.optimal();
+        if states.status() != RaidStatus::Failed {
+            return Ok((optimal, true));
+        }
+        drop(states);
+        if self.options.fail_mode == FailMode::Close {
+            return Err(self.failed_error());
+        }
+        // Fail-mode read-only: a coop RAID short of a majority still reads from
+        // (and fails over among) the backends that are optimal.
         if !optimal.is_empty() {
             return Ok((optimal, true));
         }
+        let states = self.states();
         match self.options.fail_mode {
             FailMode::ReadOnly if !states.last_good().is_empty() => {
                 Ok((states.last_good().to_vec(), false))
@@ -45,7 +58,10 @@ impl Inner {
             return targets;
         }
         let first = match self.options.read_policy {
-            ReadPolicy::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % targets.len(),
+            // Reads that are not voted go round-robin under `vote`.
+            ReadPolicy::RoundRobin | ReadPolicy::Vote => {
+                self.cursor.fetch_add(1, Ordering::Relaxed) % targets.len()
+            }
             ReadPolicy::LeastOutstanding => targets
                 .iter()
                 .enumerate()
@@ -86,6 +102,9 @@ impl Inner {
             .filter(|&i| Some(i) != exclude)
             .collect();
         let mut last_fault = None;
+        // Backends that refused (read-only, unsupported, …): degraded only once
+        // another backend answers; when all refuse, the first refusal is the answer.
+        let mut refusals: Vec<(usize, StorageError)> = Vec::new();
         for i in self.read_order(targets) {
             if degrade && !self.is_optimal(i) {
                 continue;
@@ -95,9 +114,21 @@ impl Inner {
                 let _visible = self.visibility.read().await;
                 b.call(Kind::Read, f(Arc::clone(&b.storage))).await
             };
+            let answered = |i: usize, refusals: Vec<(usize, StorageError)>| {
+                if degrade {
+                    let mut out = Vec::new();
+                    settle_refusals(op, true, refusals, &mut out);
+                    self.degrade_many(&out);
+                }
+                i
+            };
             match answer {
-                Ok(v) => return Ok((i, v)),
-                Err(CallError::Answer(e)) => return Err(e),
+                Ok(v) => return Ok((answered(i, refusals), v)),
+                Err(CallError::Answer(e)) => {
+                    answered(i, refusals);
+                    return Err(e);
+                }
+                Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => refusals.push((i, e)),
                 Err(CallError::Fault(fault)) => {
                     let reason = fault.reason(op);
                     if degrade {
@@ -108,6 +139,9 @@ impl Inner {
                     last_fault = Some(reason);
                 }
             }
+        }
+        if let Some(refused) = settle_refusals(op, false, refusals, &mut Vec::new()) {
+            return Err(refused);
         }
         Err(no_backend_left(&match last_fault {
             Some(reason) => format!("{op}: last failure: {reason}"),
@@ -124,5 +158,77 @@ impl Inner {
             || self.options.read_only
             || self.states().status() == RaidStatus::Failed;
         Ok(info)
+    }
+}
+
+impl Inner {
+    /// A read that is voted under [`ReadPolicy::Vote`]: `f` runs on every optimal
+    /// backend concurrently, the answers (reduced by `key`) are compared with the
+    /// rule of the votes, and every backend that answered otherwise, failed, or
+    /// refused while others answered is degraded. Under the other policies, with a
+    /// single optimal backend, or reading from the last good backends of a failed
+    /// RAID, it is a plain [`Inner::read`].
+    pub(crate) async fn read_voted<T, K, F, Fut, Key>(
+        &self,
+        op: &'static str,
+        f: F,
+        key: Key,
+    ) -> StorageResult<T>
+    where
+        F: Fn(Arc<dyn Storage>) -> Fut + Send + Sync,
+        Fut: Future<Output = StorageResult<T>> + Send,
+        T: Send,
+        K: PartialEq + Clone + std::fmt::Debug,
+        Key: Fn(&T) -> K,
+    {
+        if self.options.read_policy != ReadPolicy::Vote {
+            return self.read(op, f).await;
+        }
+        let (targets, degrade) = self.read_targets()?;
+        if !degrade || targets.len() < 2 {
+            return self.read(op, f).await;
+        }
+        let results = {
+            let _visible = self.visibility.read().await;
+            let calls = targets.iter().map(|&i| {
+                let b = self.backend(i);
+                let call = f(Arc::clone(&b.storage));
+                async move { (i, b.call(Kind::Read, call).await) }
+            });
+            futures::future::join_all(calls).await
+        };
+        let mut verdicts = Vec::new();
+        let mut answers: HashMap<usize, StorageResult<T>> = HashMap::new();
+        let mut refusals = Vec::new();
+        let mut out = Vec::new();
+        for (i, result) in results {
+            match result {
+                Ok(v) => {
+                    verdicts.push((i, ReadVerdict::Value(key(&v))));
+                    answers.insert(i, Ok(v));
+                }
+                Err(CallError::Answer(e)) => {
+                    verdicts.push((i, ReadVerdict::Error(AnswerKind::of(&e))));
+                    answers.insert(i, Err(e));
+                }
+                Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => refusals.push((i, e)),
+                Err(CallError::Fault(fault)) => out.push((i, fault.reason(op))),
+            }
+        }
+        let refused = settle_refusals(op, !verdicts.is_empty(), refusals, &mut out);
+        let decision = decide(op, &verdicts);
+        if let Some(d) = &decision {
+            out.extend(d.disagreeing.iter().cloned());
+        }
+        self.degrade_many(&out);
+        match decision {
+            Some(d) => answers
+                .remove(&d.agreeing[0])
+                .unwrap_or_else(|| Err(no_backend_left(&format!("{op}: answer missing")))),
+            None => {
+                Err(refused
+                    .unwrap_or_else(|| no_backend_left(&format!("{op}: every backend failed"))))
+            }
+        }
     }
 }

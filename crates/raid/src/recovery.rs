@@ -11,8 +11,10 @@
 //!    `Storage` trait; the operator wipes it and recovers it from empty.
 //! 2. **Copy.** The transactions after the prefix are copied with `restore`
 //!    operations: the same tid (explicit `Transaction.tid`), status and metadata,
-//!    back-pointers kept (`prev_txn`), blobs from the source's `load_blob`. The copy
-//!    is paced to the configured rate (`recovery-rate`, bytes/s).
+//!    back-pointers kept (`prev_txn`), blobs from the source's `load_blob`. The
+//!    source is read ahead of the target (a bounded window of transactions), so
+//!    the source's and the target's round trips overlap. The copy is paced to the
+//!    configured rate (`recovery-rate`, bytes/s).
 //! 3. **Catch-up.** Commits made meanwhile are copied in further passes, each
 //!    starting after the last transaction copied. Once a pass finds at most
 //!    [`SWITCH_OVER_AT`] transactions, the recovery takes the RAID's **commit
@@ -38,6 +40,7 @@
 //! for an oid, which pulls the recovered backend's oid counter up to the others'
 //! (`oids.rs`).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,10 +181,7 @@ struct Run {
 
 impl Run {
     fn source_err(&self, what: impl Into<String>) -> Failure {
-        Failure::Source {
-            backend: self.source.name.clone(),
-            what: what.into(),
-        }
+        source_failure(&self.source, what)
     }
 
     fn target_err(&self, what: impl Into<String>) -> Failure {
@@ -288,15 +288,34 @@ impl Run {
                 }
             }
         }
-        // A backend may report a last transaction it does not hold (Python's
-        // FileStorage after a crash between vote and finish): restores after the
-        // prefix would be refused as too old.
+        // A backend may report a last transaction it does not hold: Python's
+        // FileStorage, killed between vote and finish, reopens with the voted
+        // transaction cut off but reports its tid (`read_index` takes the tid
+        // before it sees the unfinished status) until it commits or restarts
+        // again. Restores up to that tid would be refused as too old (the ZEO
+        // client refuses an explicit tid not later than the server's last one):
+        // when the source holds that very transaction next, it is the one the
+        // crash interrupted — say so and what to do; otherwise the target has
+        // diverged.
         let reported = self
             .target
             .call(Kind::Probe, self.target.storage.last_transaction())
             .await
             .map_err(|e| self.target_err(format!("last_transaction failed: {}", fault_text(e))))?;
         if reported > last {
+            let next = next_of(&self.source, &mut src)
+                .await
+                .map_err(|e| self.source_err(e))?;
+            if next.is_some_and(|s| s.tid == reported) {
+                return Err(self.target_err(format!(
+                    "it reports {} as its last transaction but holds transactions only up to {}: \
+                     a transaction it voted was never finished (Python's FileStorage reports \
+                     its tid after a crash until it is restarted once more); restart it and \
+                     recover it again",
+                    tid_str(reported),
+                    tid_str(last)
+                )));
+            }
             return Err(self.diverged(
                 reported,
                 &format!(
@@ -331,23 +350,33 @@ impl Run {
 
     /// Copies every source transaction after `last` to the target; returns the new
     /// last tid and how many were copied. `paced`: apply the rate limit.
-    async fn copy_after(&mut self, mut last: Tid, paced: bool) -> Result<(Tid, u64), Failure> {
-        let mut src = self
-            .source
-            .call(Kind::Read, self.source.storage.iterator(after(last), None))
-            .await
-            .map_err(|e| self.source_err(format!("iterator failed: {}", fault_text(e))))?;
+    ///
+    /// The source is read ahead (transactions and their blob files, at most
+    /// [`READ_AHEAD`] transactions) while the target writes, so a copy between
+    /// remote backends pays the source's round trips and the target's
+    /// concurrently rather than one after the other.
+    async fn copy_after(&mut self, last: Tid, paced: bool) -> Result<(Tid, u64), Failure> {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = read_source(Arc::clone(&self.source), last, tx);
+        let writer = self.write_target(last, paced, rx);
+        let ((), copied) = tokio::join!(reader, writer);
+        copied
+    }
+
+    /// The writing half of [`Run::copy_after`]: restores what the reader sends.
+    /// Returning early (a failure) drops `rx`, which stops the reader.
+    async fn write_target(
+        &mut self,
+        mut last: Tid,
+        paced: bool,
+        mut rx: tokio::sync::mpsc::Receiver<Result<Fetched, Failure>>,
+    ) -> Result<(Tid, u64), Failure> {
         let mut pacer = Pacer::new();
         let mut n = 0u64;
-        while let Some(txn) = next_of(&self.source, &mut src)
-            .await
-            .map_err(|e| self.source_err(e))?
-        {
-            if txn.tid <= last {
-                continue;
-            }
-            let bytes = self.restore(&txn).await?;
-            last = txn.tid;
+        while let Some(fetched) = rx.recv().await {
+            let fetched = fetched?;
+            let bytes = self.restore(&fetched).await?;
+            last = fetched.txn.tid;
             n += 1;
             self.copied += 1;
             self.progress.transactions += 1;
@@ -371,48 +400,18 @@ impl Run {
     }
 
     /// Restores one transaction on the target; returns the bytes copied.
-    async fn restore(&self, txn: &TransactionRecord) -> Result<u64, Failure> {
+    async fn restore(&self, fetched: &Fetched) -> Result<u64, Failure> {
+        let txn = &fetched.txn;
         let id = TxnId(NEXT_RESTORE_ID.fetch_add(1, Ordering::Relaxed));
         let mut t = Transaction::new(id, txn.meta.clone());
         t.tid = Some(txn.tid);
         t.status = txn.status;
-        let mut bytes = data_bytes(txn);
-        for r in &txn.records {
-            let blob = if r.has_blob {
-                let path = match self
-                    .source
-                    .call(Kind::Read, self.source.storage.load_blob(r.oid, r.tid))
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(first) => match r.data_txn {
-                        Some(prev) => self
-                            .source
-                            .call(Kind::Read, self.source.storage.load_blob(r.oid, prev))
-                            .await
-                            .map_err(|e| {
-                                self.source_err(format!("load_blob failed: {}", fault_text(e)))
-                            })?,
-                        None => {
-                            return Err(
-                                self.source_err(format!("load_blob failed: {}", fault_text(first)))
-                            )
-                        }
-                    },
-                };
-                bytes += tokio::fs::metadata(&path)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                Some(path)
-            } else {
-                None
-            };
+        for (r, blob) in txn.records.iter().zip(&fetched.blobs) {
             t.ops.push(Operation::Restore {
                 oid: r.oid,
                 data: r.data.clone(),
                 prev_txn: r.data_txn,
-                blob,
+                blob: blob.clone(),
             });
         }
         let tb = &self.target;
@@ -438,7 +437,7 @@ impl Run {
         match tb.call(Kind::Write, tb.storage.finish(id)).await {
             Ok(got) if got == txn.tid => {
                 tb.note_tid(got);
-                Ok(bytes)
+                Ok(fetched.bytes)
             }
             Ok(got) => Err(self.target_err(format!(
                 "restore of {} finished as {}",
@@ -452,6 +451,124 @@ impl Run {
             ))),
         }
     }
+}
+
+/// How many source transactions (with their blob files) the copy reads ahead of
+/// the target.
+const READ_AHEAD: usize = 16;
+
+/// A source transaction read ahead of the copy, with its records' blob files
+/// (`None` for a record without a blob) and the bytes it counts for (data as
+/// the source holds it, blob files).
+struct Fetched {
+    txn: TransactionRecord,
+    blobs: Vec<Option<PathBuf>>,
+    bytes: u64,
+}
+
+fn source_failure(source: &Backend, what: impl Into<String>) -> Failure {
+    Failure::Source {
+        backend: source.name.clone(),
+        what: what.into(),
+    }
+}
+
+/// The reading half of [`Run::copy_after`]: sends every source transaction after
+/// `last` with its blob files, then ends (or sends the failure and ends). Stops
+/// when the writer is gone.
+async fn read_source(
+    source: Arc<Backend>,
+    last: Tid,
+    tx: tokio::sync::mpsc::Sender<Result<Fetched, Failure>>,
+) {
+    let mut src = match source
+        .call(Kind::Read, source.storage.iterator(after(last), None))
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            let what = format!("iterator failed: {}", fault_text(e));
+            let _ = tx.send(Err(source_failure(&source, what))).await;
+            return;
+        }
+    };
+    loop {
+        let item = match next_of(&source, &mut src).await {
+            Ok(None) => return,
+            Ok(Some(txn)) if txn.tid <= last => continue,
+            Ok(Some(txn)) => fetch_blobs(&source, txn).await,
+            Err(e) => Err(source_failure(&source, e)),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Keeps, per oid, only the last record of the transaction (in their order). An
+/// earlier record of the same oid in one transaction is invisible to every read;
+/// it appears when a blob is stored through ZEO (Python's FileStorage then writes
+/// a plain record and the blob record). Restoring both through a ZEO target
+/// would double them again (a blob restore over ZEO is a store plus a blob
+/// store); restoring the last one gives the target what the source shows.
+fn last_record_per_oid(txn: &mut TransactionRecord) {
+    let mut seen = std::collections::HashSet::new();
+    let mut keep: Vec<bool> = txn
+        .records
+        .iter()
+        .rev()
+        .map(|r| seen.insert(r.oid))
+        .collect();
+    keep.reverse();
+    let mut keep = keep.into_iter();
+    txn.records.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// Loads the blob files of `txn`'s blob records from the source (a record that
+/// is a back-pointer may have its blob under the transaction it points to).
+/// Superseded records are dropped first ([`last_record_per_oid`]).
+async fn fetch_blobs(source: &Backend, mut txn: TransactionRecord) -> Result<Fetched, Failure> {
+    let bytes = data_bytes(&txn);
+    last_record_per_oid(&mut txn);
+    let mut blobs = Vec::with_capacity(txn.records.len());
+    let mut blob_bytes = 0;
+    for r in &txn.records {
+        if !r.has_blob {
+            blobs.push(None);
+            continue;
+        }
+        let path = match source
+            .call(Kind::Read, source.storage.load_blob(r.oid, r.tid))
+            .await
+        {
+            Ok(p) => p,
+            Err(first) => match r.data_txn {
+                Some(prev) => source
+                    .call(Kind::Read, source.storage.load_blob(r.oid, prev))
+                    .await
+                    .map_err(|e| {
+                        source_failure(source, format!("load_blob failed: {}", fault_text(e)))
+                    })?,
+                None => {
+                    return Err(source_failure(
+                        source,
+                        format!("load_blob failed: {}", fault_text(first)),
+                    ))
+                }
+            },
+        };
+        blob_bytes += tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        blobs.push(Some(path));
+    }
+    Ok(Fetched {
+        txn,
+        blobs,
+        bytes: bytes + blob_bytes,
+    })
 }
 
 impl Inner {

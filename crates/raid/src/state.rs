@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::optimal_record::OptimalRecord;
+
 /// How far a recovery has come (filled in by the recovery).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryProgress {
@@ -107,11 +109,24 @@ pub(crate) struct StateTable {
     /// The backends that were optimal when the RAID failed: they hold every
     /// acknowledged commit, so fail-mode `read-only` keeps reading from them.
     last_good: Vec<usize>,
+    /// `cluster-mode coop`: the RAID has failed as soon as no more than half of the
+    /// (present) backends are optimal (gocept.zeoraid's rule).
+    majority_needed: bool,
+    /// Where the backends holding every acknowledged commit are recorded
+    /// (`optimal_record.rs`); kept up to date on every change of the set.
+    record: Option<OptimalRecord>,
 }
 
 impl StateTable {
-    /// A table with the states derived at startup; logs them.
-    pub(crate) fn new(names: Vec<String>, states: Vec<BackendState>) -> Self {
+    /// A table with the states derived at startup; logs them. With
+    /// `majority_needed` (coop) the RAID fails once no more than half of its
+    /// backends are optimal, else once none is.
+    pub(crate) fn new(
+        names: Vec<String>,
+        states: Vec<BackendState>,
+        majority_needed: bool,
+        record: Option<OptimalRecord>,
+    ) -> Self {
         for (name, state) in names.iter().zip(&states) {
             match state {
                 BackendState::Optimal => tracing::info!(backend = %name, "backend is optimal"),
@@ -130,10 +145,36 @@ impl StateTable {
             removed,
             status: RaidStatus::Optimal,
             last_good: Vec::new(),
+            majority_needed,
+            record,
         };
         table.status = table.derive_status();
         table.log_status();
+        table.persist();
         table
+    }
+
+    /// Starts keeping `record` up to date (once the backends unreachable at
+    /// startup are settled), writing the current set now.
+    pub(crate) fn install_record(&mut self, record: OptimalRecord) {
+        self.record = Some(record);
+        self.persist();
+    }
+
+    /// Records the backends holding every acknowledged commit: the optimal ones,
+    /// or the last good ones once none is optimal.
+    fn persist(&mut self) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        let optimal = (0..self.states.len()).filter(|&i| {
+            !self.removed.get(i).copied().unwrap_or(true) && self.states[i].is_optimal()
+        });
+        let holders: Vec<usize> = match optimal.collect::<Vec<_>>() {
+            v if v.is_empty() => self.last_good.clone(),
+            v => v,
+        };
+        record.write(holders.into_iter().map(|i| self.names[i].clone()).collect());
     }
 
     pub(crate) fn status(&self) -> RaidStatus {
@@ -256,6 +297,15 @@ impl StateTable {
         }
     }
 
+    /// Replaces the reason of a degraded backend (a backend unreachable at
+    /// startup that answers later, behind the others).
+    pub(crate) fn set_reason(&mut self, i: usize, reason: String) {
+        if let Some(BackendState::Degraded { reason: old }) = self.states.get_mut(i) {
+            tracing::warn!(backend = %self.names[i], %reason, "backend degraded");
+            *old = reason;
+        }
+    }
+
     /// Marks a backend as recovering, or updates its progress.
     pub(crate) fn set_recovering(&mut self, i: usize, progress: RecoveryProgress) {
         if let Some(state) = self.states.get_mut(i) {
@@ -274,7 +324,8 @@ impl StateTable {
             .into_iter()
             .map(|i| &self.states[i])
             .collect();
-        if !present.iter().any(|s| s.is_optimal()) {
+        let optimal = present.iter().filter(|s| s.is_optimal()).count();
+        if optimal == 0 || (self.majority_needed && optimal * 2 <= present.len()) {
             RaidStatus::Failed
         } else if present
             .iter()
@@ -289,6 +340,7 @@ impl StateTable {
     }
 
     fn update_status(&mut self) {
+        self.persist();
         let status = self.derive_status();
         if status != self.status {
             self.status = status;
@@ -303,6 +355,11 @@ impl StateTable {
             RaidStatus::Optimal => tracing::info!(optimal, total, "RAID is optimal"),
             RaidStatus::Degraded => tracing::warn!(optimal, total, "RAID is degraded"),
             RaidStatus::Recovering => tracing::info!(optimal, total, "RAID is recovering"),
+            RaidStatus::Failed if optimal > 0 => tracing::error!(
+                optimal,
+                total,
+                "RAID failed: cluster-mode coop needs more than half of the backends optimal"
+            ),
             RaidStatus::Failed => {
                 tracing::error!(total, "RAID failed: no optimal backend left")
             }
@@ -319,7 +376,62 @@ mod tests {
         StateTable::new(
             (0..n).map(|i| format!("b{i}")).collect(),
             vec![BackendState::Optimal; n],
+            false,
+            None,
         )
+    }
+
+    #[test]
+    fn coop_fails_without_a_majority_of_optimal_backends() {
+        let mut t = StateTable::new(
+            (0..4).map(|i| format!("b{i}")).collect(),
+            vec![BackendState::Optimal; 4],
+            true,
+            None,
+        );
+        t.degrade(0, "x".into());
+        assert_eq!(t.status(), RaidStatus::Degraded, "3 of 4 optimal");
+        t.degrade(1, "x".into());
+        assert_eq!(
+            t.status(),
+            RaidStatus::Failed,
+            "2 of 4 is not more than half"
+        );
+        t.set_optimal(1);
+        assert_eq!(t.status(), RaidStatus::Degraded);
+        let t = StateTable::new(
+            vec!["a".into(), "b".into()],
+            vec![
+                BackendState::Optimal,
+                BackendState::Degraded {
+                    reason: "missing transactions".into(),
+                },
+            ],
+            true,
+            None,
+        );
+        assert_eq!(t.status(), RaidStatus::Failed, "1 of 2 at startup");
+    }
+
+    #[test]
+    fn the_record_follows_the_backends_holding_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raid.state");
+        let read = || OptimalRecord::new(path.clone()).read().unwrap();
+        let mut t = StateTable::new(
+            vec!["a".into(), "b".into()],
+            vec![BackendState::Optimal; 2],
+            false,
+            Some(OptimalRecord::new(path.clone())),
+        );
+        assert_eq!(read(), ["a", "b"]);
+        t.degrade(0, "x".into());
+        assert_eq!(read(), ["b"]);
+        // The last one fails too: it still holds every acknowledged commit.
+        t.degrade(1, "y".into());
+        assert_eq!(read(), ["b"]);
+        t.set_optimal(0);
+        assert_eq!(read(), ["a"]);
     }
 
     #[test]

@@ -68,6 +68,8 @@ impl Inner {
             return Err(RaidError::LastOptimal(name.to_string()));
         }
         states.degrade(i, "disabled by operator".into());
+        drop(states);
+        self.forget_unverified(i);
         Ok(())
     }
 }

@@ -24,11 +24,9 @@ pub(crate) enum AnswerKind {
     PosKey(Oid),
     ReadConflict(Oid),
     Conflict(Oid),
-    ReadOnly,
     Transaction,
     Undo(Option<Oid>),
     MultipleUndo(Vec<Option<Oid>>),
-    Unsupported,
     /// Not an answer (never compared: such backends are degraded first).
     Other,
 }
@@ -39,7 +37,6 @@ impl AnswerKind {
             StorageError::PosKey { oid } => AnswerKind::PosKey(*oid),
             StorageError::ReadConflict { oid, .. } => AnswerKind::ReadConflict(*oid),
             StorageError::Conflict { oid, .. } => AnswerKind::Conflict(*oid),
-            StorageError::ReadOnly => AnswerKind::ReadOnly,
             StorageError::Transaction(_) => AnswerKind::Transaction,
             StorageError::Undo { oid, .. } => AnswerKind::Undo(*oid),
             StorageError::MultipleUndo(list) => {
@@ -47,7 +44,6 @@ impl AnswerKind {
                 oids.sort();
                 AnswerKind::MultipleUndo(oids)
             }
-            StorageError::Unsupported(_) => AnswerKind::Unsupported,
             _ => AnswerKind::Other,
         }
     }
@@ -102,10 +98,32 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// What a voted read answered: the answer reduced to what must be equal on every
+/// replica, or the kind of its answer-error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReadVerdict<K> {
+    Value(K),
+    Error(AnswerKind),
+}
+
+impl<K: fmt::Debug> fmt::Display for ReadVerdict<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // A checksum keeps degrade reasons short whatever the data.
+            ReadVerdict::Value(k) => write!(
+                f,
+                "result {:016x}",
+                crate::compare::checksum(format!("{k:?}").as_bytes())
+            ),
+            ReadVerdict::Error(kind) => write!(f, "error {kind:?}"),
+        }
+    }
+}
+
 /// The outcome of comparing verdicts.
 #[derive(Debug)]
-pub(crate) struct Decision {
-    pub winner: Verdict,
+pub(crate) struct Decision<V = Verdict> {
+    pub winner: V,
     /// The backends that gave the winning verdict, in configuration order.
     pub agreeing: Vec<usize>,
     /// The others with what they answered, and the degrade reason for each.
@@ -114,11 +132,14 @@ pub(crate) struct Decision {
 
 /// Applies the rule of this module to `(backend index, verdict)` pairs. `None` when
 /// there are no verdicts at all.
-pub(crate) fn decide(op: &str, verdicts: &[(usize, Verdict)]) -> Option<Decision> {
-    let mut sorted: Vec<&(usize, Verdict)> = verdicts.iter().collect();
+pub(crate) fn decide<V: PartialEq + Clone + fmt::Display>(
+    op: &str,
+    verdicts: &[(usize, V)],
+) -> Option<Decision<V>> {
+    let mut sorted: Vec<&(usize, V)> = verdicts.iter().collect();
     sorted.sort_by_key(|(i, _)| *i);
     // Groups in order of their first member's configuration position.
-    let mut groups: Vec<(&Verdict, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(&V, Vec<usize>)> = Vec::new();
     for (i, v) in sorted {
         match groups.iter_mut().find(|(g, _)| *g == v) {
             Some((_, members)) => members.push(*i),
@@ -126,7 +147,7 @@ pub(crate) fn decide(op: &str, verdicts: &[(usize, Verdict)]) -> Option<Decision
         }
     }
     // Strictly larger wins, so among equals the earliest group stays.
-    let mut best: Option<&(&Verdict, Vec<usize>)> = None;
+    let mut best: Option<&(&V, Vec<usize>)> = None;
     for group in &groups {
         let larger = match best {
             None => true,
@@ -223,6 +244,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.winner, Verdict::Ok(vec![]));
-        assert!(decide("vote", &[]).is_none());
+        assert!(decide::<Verdict>("vote", &[]).is_none());
     }
 }

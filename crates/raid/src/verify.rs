@@ -138,9 +138,15 @@ impl Inner {
             streams.push(s?);
         }
         loop {
+            // Every backend's next transaction at once: a walk over remote
+            // backends costs the slowest one's round trips, not their sum.
+            let nexts = backends
+                .iter()
+                .zip(streams.iter_mut())
+                .map(|(b, stream)| next_of(b, stream));
             let mut txns = Vec::with_capacity(backends.len());
-            for (b, stream) in backends.iter().zip(streams.iter_mut()) {
-                txns.push(next_of(b, stream).await?);
+            for t in join_all(nexts).await {
+                txns.push(t?);
             }
             let first = &txns[0];
             let (a, an) = (first, &backends[0].name);
@@ -180,13 +186,14 @@ impl Inner {
                 if !r.has_blob {
                     continue;
                 }
+                let loads = backends.iter().map(|b| async move {
+                    b.call(Kind::Read, b.storage.load_blob(oid, r.tid))
+                        .await
+                        .map_err(|e| failed(b, "load_blob", e))
+                });
                 let mut paths = Vec::new();
-                for b in &backends {
-                    paths.push(
-                        b.call(Kind::Read, b.storage.load_blob(oid, r.tid))
-                            .await
-                            .map_err(|e| failed(b, "load_blob", e))?,
-                    );
+                for p in join_all(loads).await {
+                    paths.push(p?);
                 }
                 for (p, b) in paths.iter().zip(&backends).skip(1) {
                     let same = same_content(paths[0].clone(), p.clone())

@@ -1,6 +1,6 @@
 //! The Storage conformance suite through `RaidStorage`, over 2 and over 3 memory
 //! storages (each with its own blob directory and garbage collection at pack), with
-//! both read policies.
+//! every read policy, and through a `cluster-mode coop` RAID with voted reads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeoraid_conformance::{Capabilities, Harness};
 use zeoraid_memstorage::MemStorage;
-use zeoraid_raid::{RaidOptions, RaidStatus, RaidStorage, ReadPolicy};
+use zeoraid_raid::{ClusterMode, RaidOptions, RaidStatus, RaidStorage, ReadPolicy};
 use zeoraid_storage::{Oid, Storage, StorageError, StorageResult};
 
 fn wire_references(data: &[u8]) -> Vec<Oid> {
@@ -21,6 +21,7 @@ fn wire_references(data: &[u8]) -> Vec<Oid> {
 struct RaidHarness {
     backends: usize,
     policy: ReadPolicy,
+    cluster_mode: ClusterMode,
 }
 
 #[async_trait]
@@ -44,6 +45,7 @@ impl Harness for RaidHarness {
         }
         let options = RaidOptions {
             read_policy: self.policy,
+            cluster_mode: self.cluster_mode,
             ..RaidOptions::default()
         };
         let raid = RaidStorage::open(specs, options)
@@ -59,6 +61,7 @@ async fn conformance_two_backends() {
     zeoraid_conformance::run_all(RaidHarness {
         backends: 2,
         policy: ReadPolicy::RoundRobin,
+        cluster_mode: ClusterMode::Single,
     })
     .await;
 }
@@ -68,6 +71,17 @@ async fn conformance_three_backends_least_outstanding() {
     zeoraid_conformance::run_all(RaidHarness {
         backends: 3,
         policy: ReadPolicy::LeastOutstanding,
+        cluster_mode: ClusterMode::Single,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_three_backends_coop_with_voted_reads() {
+    zeoraid_conformance::run_all(RaidHarness {
+        backends: 3,
+        policy: ReadPolicy::Vote,
+        cluster_mode: ClusterMode::Coop,
     })
     .await;
 }

@@ -525,7 +525,184 @@ async fn a_hung_backend_does_not_block_startup_beyond_its_timeout() {
     assert!(
         degraded_reason(&raid, "b2").starts_with("unreachable at startup: last_transaction failed")
     );
+    // Until they answer, they might hold newer transactions: writes are refused.
+    assert!(matches!(
+        raid.new_oids(1).await,
+        Err(StorageError::ReadOnly)
+    ));
+    // They answer the next probe (the faults were one-off), at the same tid.
+    wait_until_optimal(&raid).await;
     commit_new(&raid, "a").await;
+}
+
+async fn wait_until_optimal(raid: &RaidStorage) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while raid.status() != RaidStatus::Optimal {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the RAID becomes optimal");
+}
+
+#[tokio::test]
+async fn a_restart_with_only_behind_backends_reachable_neither_commits_nor_reuses_oids() {
+    // b0 went on alone (b1 was degraded) and handed out oids it never stored.
+    let b = backends(2);
+    let oid = b[0].inner.new_oids(1).await.unwrap()[0];
+    let t1 = commit(&*b[0].inner, vec![store(oid, Tid::ZERO, "only on b0")])
+        .await
+        .unwrap();
+    let handed_out = b[0].inner.new_oids(5).await.unwrap();
+    // The RAID restarts while b0 is unreachable: b1, behind, is the newest it sees.
+    b[0].always(Op::LastTransaction, Action::Fail);
+    let raid = open(&b, RaidOptions::default()).await;
+    assert_optimal(&raid, "b1");
+    assert!(degraded_reason(&raid, "b0").starts_with("unreachable at startup"));
+    // No oid from b1 (which would hand out b0's again), no commit on top of
+    // b1's stale history: refused as read-only. Reads go on from b1.
+    assert!(matches!(
+        raid.new_oids(1).await,
+        Err(StorageError::ReadOnly)
+    ));
+    assert!(matches!(
+        commit(&raid, vec![store(Oid::from_u64(99), Tid::ZERO, "fork")]).await,
+        Err(StorageError::ReadOnly)
+    ));
+    assert!(matches!(raid.pack(0.0).await, Err(StorageError::ReadOnly)));
+    assert!(matches!(
+        raid.load_before(oid, Tid::MAX).await,
+        Err(StorageError::PosKey { .. }) | Ok(None)
+    ));
+    assert_eq!(b[1].inner.last_transaction().await.unwrap(), Tid::ZERO);
+    // b0 comes back: it is the newest, so it becomes the optimal one and b1 is
+    // behind.
+    b[0].heal();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while raid.backend_state("b0") != Some(BackendState::Optimal) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b0 answers");
+    assert_eq!(degraded_reason(&raid, "b1"), "missing transactions");
+    assert_eq!(raid.last_transaction().await.unwrap(), t1);
+    let fresh = raid.new_oids(3).await.unwrap();
+    let highest = handed_out.iter().max().unwrap();
+    assert!(
+        fresh.iter().all(|o| o > highest),
+        "{fresh:?} vs {handed_out:?}"
+    );
+    let t2 = commit(&raid, vec![store(oid, t1, "after")]).await.unwrap();
+    assert_eq!(b[0].inner.last_transaction().await.unwrap(), t2);
+
+    // Or the operator states that the missing backend is gone for good.
+    let b = backends(2);
+    commit(
+        &*b[0].inner,
+        vec![store(Oid::from_u64(1), Tid::ZERO, "lost")],
+    )
+    .await
+    .unwrap();
+    b[0].always(Op::LastTransaction, Action::Fail);
+    let raid = open(&b, RaidOptions::default()).await;
+    assert!(matches!(
+        raid.new_oids(1).await,
+        Err(StorageError::ReadOnly)
+    ));
+    raid.disable("b0").await.unwrap();
+    commit_new(&raid, "on b1").await;
+    assert_eq!(
+        degraded_reason(&raid, "b0").split(':').next(),
+        Some("unreachable at startup")
+    );
+}
+
+/// With a `state_file`, the RAID records which backends hold every acknowledged
+/// commit; a restart with a backend unreachable then takes writes at once when a
+/// reachable one was recorded, and waits (as without a record) when none was.
+#[tokio::test]
+async fn a_recorded_holder_lets_a_restart_write_without_the_unreachable_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("raid.state");
+    let options = || RaidOptions {
+        state_file: Some(state_file.clone()),
+        ..RaidOptions::default()
+    };
+    let b = backends(2);
+    let raid = open(&b, options()).await;
+    let (_, t1) = commit_new(&raid, "on both").await;
+    drop(raid);
+    // Restart with b1 unreachable: b0 was recorded optimal, so writes go on.
+    b[1].always(Op::LastTransaction, Action::Fail);
+    let raid = open(&b, options()).await;
+    assert_optimal(&raid, "b0");
+    assert!(degraded_reason(&raid, "b1").starts_with("unreachable at startup"));
+    let (_, t2) = commit_new(&raid, "b0 alone").await;
+    assert!(t2 > t1);
+    drop(raid);
+    // Now b0 is unreachable and b1 (behind, not recorded since it was degraded)
+    // is the only one reachable: writes wait, the record is kept as it was.
+    b[1].heal();
+    b[0].always(Op::LastTransaction, Action::Fail);
+    let raid = open(&b, options()).await;
+    assert!(matches!(
+        raid.new_oids(1).await,
+        Err(StorageError::ReadOnly)
+    ));
+    let recorded = std::fs::read_to_string(&state_file).unwrap();
+    assert!(recorded.lines().any(|l| l == "b0"), "{recorded}");
+    assert!(!recorded.lines().any(|l| l == "b1"), "{recorded}");
+    // b0 answers: it is the newest; the record follows again.
+    b[0].heal();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while raid.backend_state("b0") != Some(BackendState::Optimal) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b0 answers");
+    assert_eq!(raid.last_transaction().await.unwrap(), t2);
+    commit_new(&raid, "after").await;
+    drop(raid);
+
+    // A backend degraded when the RAID stopped stays degraded after a restart,
+    // even when its last tid looks current.
+    std::fs::remove_file(&state_file).unwrap();
+    let b = backends(2);
+    let raid = open(&b, options()).await;
+    assert_optimal(&raid, "b1");
+    commit_new(&raid, "x").await;
+    raid.disable("b1").await.unwrap();
+    drop(raid);
+    let raid = open(&b, options()).await;
+    assert_optimal(&raid, "b0");
+    assert_eq!(
+        degraded_reason(&raid, "b1"),
+        "not optimal when the RAID stopped"
+    );
+}
+
+/// A backend reporting as its last a transaction it does not hold (cut off
+/// between vote and finish) is degraded at startup, even at the newest tid, and
+/// the RAID's next tid is later than the cut-off one.
+#[tokio::test]
+async fn a_backend_reporting_a_cut_off_transaction_starts_degraded() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let (_, t1) = commit_new(&raid, "on both").await;
+    drop(raid);
+    let phantom = Tid::from_u64(t1.as_u64() + 1000);
+    b[1].always(Op::LastTransaction, Action::ReportLast(phantom));
+    let raid = open(&b, RaidOptions::default()).await;
+    assert_optimal(&raid, "b0");
+    assert!(
+        degraded_reason(&raid, "b1").contains("cut off between vote and finish"),
+        "{}",
+        degraded_reason(&raid, "b1")
+    );
+    let (_, t2) = commit_new(&raid, "after").await;
+    assert!(t2 > phantom);
 }
 
 #[tokio::test]

@@ -42,6 +42,20 @@ pub trait Storage: Send + Sync + 'static {
     /// `Tid::MAX` reads the current revision. A deleted current revision is `PosKey`.
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>>;
 
+    /// [`Storage::load_before`] answered at once on the calling thread, for a
+    /// storage that can do that without waiting on anything slow (an in-memory
+    /// index over a page-cached file: a `pread` or two). The ZEO server tries it
+    /// on its event loop before falling back to the async call, saving a thread
+    /// hand-off per load. `None` (the default): not available, use the async call.
+    fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        let _ = (oid, before);
+        None
+    }
+
     /// The data of the revision of `oid` written by transaction `serial`.
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes>;
 

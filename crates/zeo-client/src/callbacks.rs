@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
@@ -14,12 +15,14 @@ use tracing::{debug, warn};
 use zeoraid_storage::{Invalidation, Oid, Tid};
 use zeoraid_wire::Value;
 
+use crate::blob_cache::BlobCache;
 use crate::blobs;
 
 /// Blob downloads in progress on one connection (owned by its reader task).
 #[derive(Default)]
 pub(crate) struct Downloads {
-    files: HashMap<(Oid, Tid), (PathBuf, tokio::fs::File)>,
+    /// Partial file, open handle, bytes written so far.
+    files: HashMap<(Oid, Tid), (PathBuf, tokio::fs::File, u64)>,
 }
 
 /// What callbacks update; shared by every connection of one client.
@@ -27,10 +30,13 @@ pub(crate) struct Callbacks {
     pub(crate) invalidations: broadcast::Sender<Invalidation>,
     /// The storage facts last heard of (`get_info`, then `info` updates).
     pub(crate) info: Mutex<Vec<(Value, Value)>>,
+    /// Someone else committed since the last `info`/`get_info`: the cached
+    /// length and size are out of date.
+    info_stale: AtomicBool,
     /// The newest tid seen: register, invalidations, our own commits.
     pub(crate) last_tid: Mutex<Tid>,
     /// Where `receiveBlob*` write (None: no blob cache; shared blob dirs need none).
-    pub(crate) blob_cache: Option<PathBuf>,
+    pub(crate) blob_cache: Option<Arc<BlobCache>>,
 }
 
 fn oid_tid(args: &[Value], name: &str) -> Result<(Oid, Tid), String> {
@@ -44,11 +50,12 @@ fn oid_tid(args: &[Value], name: &str) -> Result<(Oid, Tid), String> {
 }
 
 impl Callbacks {
-    pub(crate) fn new(blob_cache: Option<PathBuf>) -> Self {
+    pub(crate) fn new(blob_cache: Option<Arc<BlobCache>>) -> Self {
         let (invalidations, _) = broadcast::channel(1024);
         Callbacks {
             invalidations,
             info: Mutex::new(Vec::new()),
+            info_stale: AtomicBool::new(false),
             last_tid: Mutex::new(Tid::ZERO),
             blob_cache,
         }
@@ -73,6 +80,9 @@ impl Callbacks {
             return;
         };
         if let Ok(mut info) = self.info.lock() {
+            // Both `get_info` and the `info` callback report the storage's current
+            // length and size, others' commits included.
+            self.info_stale.store(false, Ordering::Release);
             for (k, v) in items {
                 match info.iter_mut().find(|(old, _)| old == k) {
                     Some(slot) => slot.1 = v.clone(),
@@ -82,9 +92,22 @@ impl Callbacks {
         }
     }
 
+    /// The cached storage facts as a dict, if a `get_info` answer is among them
+    /// and no commit by someone else came since the last update.
+    pub(crate) fn cached_info(&self) -> Option<Value> {
+        if self.info_stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let info = self.info.lock().ok()?;
+        info.iter()
+            .any(|(k, _)| k.as_str() == Some("name"))
+            .then(|| Value::Dict(info.clone()))
+    }
+
     /// Broadcasts an invalidation (nobody listening is fine).
     pub(crate) fn invalidate(&self, tid: Tid, oids: Vec<Oid>) {
         self.saw_tid(tid);
+        self.info_stale.store(true, Ordering::Release);
         let _ = self.invalidations.send(Invalidation { tid, oids });
     }
 
@@ -140,7 +163,8 @@ impl Callbacks {
                     .get(2)
                     .and_then(Value::as_bytes)
                     .ok_or("receiveBlobChunk: chunk is not bytes")?;
-                if let Some((path, file)) = downloads.files.get_mut(&key) {
+                if let Some((path, file, written)) = downloads.files.get_mut(&key) {
+                    *written += chunk.len() as u64;
                     if let Err(e) = file.write_all(chunk).await {
                         warn!("writing blob cache file {}: {e}", path.display());
                         downloads.files.remove(&key);
@@ -152,8 +176,12 @@ impl Callbacks {
             }
             "receiveBlobStop" => {
                 let key = oid_tid(&args, name)?;
-                if let Some((path, file)) = downloads.files.remove(&key) {
-                    finish_download(&path, file).await;
+                if let Some((path, file, written)) = downloads.files.remove(&key) {
+                    if finish_download(&path, file).await {
+                        if let Some(cache) = &self.blob_cache {
+                            cache.downloaded(written);
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -165,10 +193,11 @@ impl Callbacks {
     }
 
     async fn blob_start(&self, key: (Oid, Tid), downloads: &mut Downloads) {
-        let Some(dir) = &self.blob_cache else {
+        let Some(cache) = &self.blob_cache else {
             debug!("blob sent but no blob cache configured; ignored");
             return;
         };
+        let dir = cache.dir();
         let path = blobs::download_path(&blobs::cache_path(dir, key.0, key.1));
         if let Some(parent) = path.parent() {
             if let Err(e) = tokio::fs::create_dir_all(parent).await {
@@ -178,21 +207,25 @@ impl Callbacks {
         }
         match tokio::fs::File::create(&path).await {
             Ok(file) => {
-                downloads.files.insert(key, (path, file));
+                downloads.files.insert(key, (path, file, 0));
             }
             Err(e) => warn!("creating blob cache file {}: {e}", path.display()),
         }
     }
 }
 
-async fn finish_download(partial: &Path, mut file: tokio::fs::File) {
+/// Completes a download: the partial file becomes the cache file. False if that
+/// failed (logged).
+async fn finish_download(partial: &Path, mut file: tokio::fs::File) -> bool {
     if let Err(e) = file.flush().await {
         warn!("flushing blob cache file {}: {e}", partial.display());
-        return;
+        return false;
     }
     drop(file);
     let done = partial.with_extension("blob");
     if let Err(e) = tokio::fs::rename(partial, &done).await {
         warn!("renaming blob cache file {}: {e}", partial.display());
+        return false;
     }
+    true
 }

@@ -13,6 +13,7 @@ use tracing::info;
 use zeoraid_storage::Tid;
 use zeoraid_wire::{Encoding, Value};
 
+use crate::blob_cache::{BlobCache, BlobCachePrune};
 use crate::callbacks::Callbacks;
 use crate::commit::CommitState;
 use crate::error::ClientError;
@@ -125,14 +126,22 @@ impl ZeoClient {
     pub async fn connect(options: ZeoClientOptions) -> Result<ZeoClient, ClientError> {
         options.validate()?;
         let tls = options.tls.as_ref().map(Tls::new).transpose()?;
-        let cache = if options.shared_blob_dir {
-            None
-        } else {
-            options.blob_dir.clone()
-        };
         if let Some(dir) = &options.blob_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ClientError::Config(format!("blob-dir {}: {e}", dir.display())))?;
+        }
+        let cache = match (&options.blob_dir, options.shared_blob_dir) {
+            (Some(dir), false) => Some(Arc::new(BlobCache::new(
+                dir.clone(),
+                options.blob_cache_size,
+                options.blob_cache_size_check,
+                options.blob_cache_grace,
+            ))),
+            _ => None,
+        };
+        // As ZEO does at start: a cache left over by an earlier run may be too big.
+        if let Some(cache) = &cache {
+            cache.prune_in_background();
         }
         let (state_tx, _) = watch::channel(ConnectionState::Connecting);
         let (shutdown_tx, _) = watch::channel(false);
@@ -256,6 +265,19 @@ impl ZeoClient {
         if let Ok(session) = self.shared.session() {
             info!(server = %session.address, "disconnecting: {reason}");
             session.close(reason.to_owned());
+        }
+    }
+
+    /// Runs a blob cache pruning pass now (it otherwise runs in the background
+    /// after `blob-cache-size-check` percent of the size was downloaded) and says
+    /// what it did. Nothing to do without a (non-shared) blob cache or a size.
+    pub async fn prune_blob_cache(&self) -> Result<BlobCachePrune, ClientError> {
+        match &self.shared.callbacks.blob_cache {
+            Some(cache) => cache
+                .prune_now()
+                .await
+                .map_err(|e| ClientError::Io(format!("pruning the blob cache: {e}"))),
+            None => Ok(BlobCachePrune::default()),
         }
     }
 

@@ -2,6 +2,8 @@
 //! one message per operation (`storea`, `restorea`,
 //! `checkCurrentSerialInTransaction`, `deleteObject`, `undoa`, blob messages) and
 //! then makes ONE `vote` round trip; `finish` is `tpc_finish`, `abort` `tpc_abort`.
+//! The messages are encoded into one buffer and written together with the `vote`
+//! call (a small transaction is one write, which the server reads at once).
 //!
 //! A ZEO connection carries one transaction at a time (a second `tpc_begin` would
 //! make the server drop the connection), so a local commit lock is held from the
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, warn};
 use zeoraid_storage::{
@@ -122,57 +124,66 @@ async fn send_blob_store(
     }
 }
 
+/// Above this many buffered bytes, `send_ops` hands the batch to the writer and
+/// starts a new one, so a big transaction streams instead of piling up.
+const BATCH_FLUSH_BYTES: usize = 1 << 20;
+
+/// Encodes `tpc_begin` and one message per operation into `batch` (flushed to the
+/// writer when it grows large, and before blob messages, which stream from their
+/// files). What is left in `batch` goes out with the `vote` call, in one write.
 async fn send_ops(
     shared: &Shared,
     session: &Session,
     txn: &Transaction,
     prepared: &PreparedRestores,
+    batch: &mut BytesMut,
     limit: Duration,
 ) -> Result<(), ClientError> {
     let id = wire_id(txn.id);
     let ext = convert::extension_to_wire(&txn.meta.extension)?;
-    session
-        .send_oneway(
-            "tpc_begin",
-            args(vec![
-                id.clone(),
-                Value::Bytes(txn.meta.user.clone()),
-                Value::Bytes(txn.meta.description.clone()),
-                ext,
-                tid_or_none(txn.tid),
-                Value::Str(char::from(txn.status).to_string()),
-            ]),
-            limit,
-        )
-        .await?;
+    session.push_oneway(
+        batch,
+        "tpc_begin",
+        args(vec![
+            id.clone(),
+            Value::Bytes(txn.meta.user.clone()),
+            Value::Bytes(txn.meta.description.clone()),
+            ext,
+            tid_or_none(txn.tid),
+            Value::Str(char::from(txn.status).to_string()),
+        ]),
+    )?;
     for op in &txn.ops {
+        if batch.len() >= BATCH_FLUSH_BYTES {
+            session.send_batch(batch, limit).await?;
+        }
         match op {
-            Operation::Store { oid, serial, data } => {
-                session
-                    .send_oneway(
-                        "storea",
-                        args(vec![
-                            Value::from(oid.0),
-                            Value::from(serial.0),
-                            Value::Bytes(data.clone()),
-                            id.clone(),
-                        ]),
-                        limit,
-                    )
-                    .await?
-            }
+            Operation::Store { oid, serial, data } => session.push_oneway(
+                batch,
+                "storea",
+                args(vec![
+                    Value::from(oid.0),
+                    Value::from(serial.0),
+                    Value::Bytes(data.clone()),
+                    id.clone(),
+                ]),
+            )?,
             Operation::StoreBlob {
                 oid,
                 serial,
                 data,
                 blob,
-            } => send_blob_store(shared, session, (*oid, *serial, data), blob, &id, limit).await?,
+            } => {
+                session.send_batch(batch, limit).await?;
+                send_blob_store(shared, session, (*oid, *serial, data), blob, &id, limit).await?
+            }
             Operation::Restore {
                 oid,
                 data: Some(data),
                 blob: Some(blob),
                 ..
             } => {
+                session.send_batch(batch, limit).await?;
                 let serial = prepared.serials.get(oid).copied().unwrap_or(Tid::ZERO);
                 send_blob_store(shared, session, (*oid, serial, data), blob, &id, limit).await?
             }
@@ -189,47 +200,33 @@ async fn send_ops(
                     (None, Some(prev)) => prepared.data.get(&(*oid, *prev)).cloned().flatten(),
                     (data, _) => data.clone(),
                 };
-                session
-                    .send_oneway(
-                        "restorea",
-                        args(vec![
-                            Value::from(oid.0),
-                            Value::from(txn.tid.unwrap_or(Tid::ZERO).0),
-                            data.map(Value::Bytes).unwrap_or(Value::None),
-                            tid_or_none(*prev_txn),
-                            id.clone(),
-                        ]),
-                        limit,
-                    )
-                    .await?
+                session.push_oneway(
+                    batch,
+                    "restorea",
+                    args(vec![
+                        Value::from(oid.0),
+                        Value::from(txn.tid.unwrap_or(Tid::ZERO).0),
+                        data.map(Value::Bytes).unwrap_or(Value::None),
+                        tid_or_none(*prev_txn),
+                        id.clone(),
+                    ]),
+                )?
             }
-            Operation::CheckCurrentSerial { oid, serial } => {
-                session
-                    .send_oneway(
-                        "checkCurrentSerialInTransaction",
-                        args(vec![Value::from(oid.0), Value::from(serial.0), id.clone()]),
-                        limit,
-                    )
-                    .await?
-            }
-            Operation::Delete { oid, serial } => {
-                session
-                    .send_oneway(
-                        "deleteObject",
-                        args(vec![Value::from(oid.0), Value::from(serial.0), id.clone()]),
-                        limit,
-                    )
-                    .await?
-            }
-            Operation::Undo { undo_id } => {
-                session
-                    .send_oneway(
-                        "undoa",
-                        args(vec![Value::Bytes(undo_id.clone()), id.clone()]),
-                        limit,
-                    )
-                    .await?
-            }
+            Operation::CheckCurrentSerial { oid, serial } => session.push_oneway(
+                batch,
+                "checkCurrentSerialInTransaction",
+                args(vec![Value::from(oid.0), Value::from(serial.0), id.clone()]),
+            )?,
+            Operation::Delete { oid, serial } => session.push_oneway(
+                batch,
+                "deleteObject",
+                args(vec![Value::from(oid.0), Value::from(serial.0), id.clone()]),
+            )?,
+            Operation::Undo { undo_id } => session.push_oneway(
+                batch,
+                "undoa",
+                args(vec![Value::Bytes(undo_id.clone()), id.clone()]),
+            )?,
         }
     }
     Ok(())
@@ -381,11 +378,12 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
     }
     let mut txn = txn;
     let prepared = prepare_restores(&session, &mut txn, limit).await?;
-    let sent = send_ops(shared, &session, &txn, &prepared, limit).await;
+    let mut batch = BytesMut::new();
+    let sent = send_ops(shared, &session, &txn, &prepared, &mut batch, limit).await;
     let reply = match sent {
         Ok(()) => {
             session
-                .call("vote", args(vec![wire_id(txn.id)]), limit)
+                .call_after(batch, "vote", args(vec![wire_id(txn.id)]), limit)
                 .await
         }
         Err(e) => Err(e),

@@ -21,6 +21,7 @@
 //! * `callbacks` — `invalidateTransaction`, `info`, `receiveBlob*`.
 //! * `supervisor` — reconnects with capped exponential backoff, re-registers.
 //! * `commit` — the pipelined two-phase commit and the local commit lock.
+//! * `blob_cache` — pruning the blob cache to `blob-cache-size` (LRU).
 //! * `iterator`, `blobs`, `convert` — transaction iteration, blobs both ways, and
 //!   wire ⇄ model conversions.
 //! * `client` / `storage` — [`ZeoClient`], its connection-state API and the
@@ -33,6 +34,7 @@
 //! reconnect); nothing the server sends can make the client panic — a malformed
 //! frame drops that connection with a logged reason.
 
+mod blob_cache;
 mod blobs;
 mod callbacks;
 mod client;
@@ -48,6 +50,7 @@ mod supervisor;
 mod tls;
 mod transport;
 
+pub use blob_cache::BlobCachePrune;
 pub use blobs::BLOB_CHUNK_SIZE;
 pub use client::{ConnectionState, ZeoClient};
 pub use error::ClientError;

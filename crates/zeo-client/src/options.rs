@@ -26,6 +26,13 @@ pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(250);
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// Calls slower than this are logged at WARN.
 pub const DEFAULT_SLOW_CALL: Duration = Duration::from_secs(2);
+/// Default `blob-cache-size`: ZEO's default is no limit, which lets the cache of
+/// a long-running RAID grow without end.
+pub const DEFAULT_BLOB_CACHE_SIZE: u64 = 1 << 30;
+/// Default `blob-cache-size-check` (percent of the size; ZEO's default).
+pub const DEFAULT_BLOB_CACHE_SIZE_CHECK: u8 = 10;
+/// A cache file used this recently is never pruned (its path was just handed out).
+pub const DEFAULT_BLOB_CACHE_GRACE: Duration = Duration::from_secs(10);
 /// Largest frame accepted from a server.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 256 * 1024 * 1024;
 
@@ -140,6 +147,16 @@ pub struct ZeoClientOptions {
     /// a shared file system): blobs are read there directly and stored with
     /// `storeBlobShared`.
     pub shared_blob_dir: bool,
+    /// `blob-cache-size` (default 1 GiB): the blob cache is pruned, least recently
+    /// used files first, to stay near this size. `None`: never pruned. Not used
+    /// with `shared_blob_dir`.
+    pub blob_cache_size: Option<u64>,
+    /// `blob-cache-size-check` (percent, default 10, below 100): a pruning pass
+    /// runs after this share of `blob_cache_size` has been downloaded, and prunes
+    /// down to `blob_cache_size` minus that share.
+    pub blob_cache_size_check: u8,
+    /// Cache files used within this time are never pruned (default 10 s).
+    pub blob_cache_grace: Duration,
     /// `timeout`: the longest any call may take before it fails with
     /// `StorageError::Timeout` (except `pack`).
     pub timeout: Duration,
@@ -174,6 +191,9 @@ impl ZeoClientOptions {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             blob_dir: None,
             shared_blob_dir: false,
+            blob_cache_size: Some(DEFAULT_BLOB_CACHE_SIZE),
+            blob_cache_size_check: DEFAULT_BLOB_CACHE_SIZE_CHECK,
+            blob_cache_grace: DEFAULT_BLOB_CACHE_GRACE,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pack_timeout: DEFAULT_PACK_TIMEOUT,
@@ -236,6 +256,19 @@ impl ZeoClientOptions {
         self
     }
 
+    /// `blob-cache-size` (`None`: unlimited) and `blob-cache-size-check` (percent).
+    pub fn blob_cache_size(mut self, size: Option<u64>, check_percent: u8) -> Self {
+        self.blob_cache_size = size;
+        self.blob_cache_size_check = check_percent;
+        self
+    }
+
+    /// How long a just-used cache file is spared from pruning.
+    pub fn blob_cache_grace(mut self, grace: Duration) -> Self {
+        self.blob_cache_grace = grace;
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -274,6 +307,12 @@ impl ZeoClientOptions {
         }
         if self.shared_blob_dir && self.blob_dir.is_none() {
             return Err(ClientError::Config("shared-blob-dir needs blob-dir".into()));
+        }
+        if self.blob_cache_size_check >= 100 {
+            return Err(ClientError::Config(format!(
+                "blob-cache-size-check must be below 100 (percent), not {}",
+                self.blob_cache_size_check
+            )));
         }
         for (what, d) in [
             ("timeout", self.timeout),
@@ -321,6 +360,8 @@ mod tests {
         let o = ZeoClientOptions::new(ServerAddress::tcp("", 1));
         assert!(o.validate().is_ok());
         assert!(o.clone().timeout(Duration::ZERO).validate().is_err());
+        assert!(o.clone().blob_cache_size(Some(1), 100).validate().is_err());
+        assert!(o.clone().blob_cache_size(None, 99).validate().is_ok());
         let mut o2 = o.clone();
         o2.servers.clear();
         assert!(o2.validate().is_err());

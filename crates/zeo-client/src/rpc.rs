@@ -30,6 +30,10 @@ type Reply = Result<Value, ClientError>;
 
 /// How many frames may wait for the writer before senders wait too.
 const OUTGOING_QUEUE: usize = 256;
+/// Frames up to this size are joined with their neighbours into one write …
+const JOIN_FRAME_MAX: usize = 16 * 1024;
+/// … up to this many bytes per write.
+const JOIN_MAX: usize = 64 * 1024;
 
 struct Pending {
     calls: HashMap<i64, (&'static str, oneshot::Sender<Reply>)>,
@@ -168,10 +172,45 @@ impl Session {
     }
 
     fn frame(&self, message: &Message) -> Result<Bytes, ClientError> {
-        let payload = encode_message(message, self.encoding)?;
-        let mut out = BytesMut::with_capacity(payload.len() + 4);
-        encode_frame(&payload, &mut out)?;
+        let mut out = BytesMut::new();
+        self.frame_into(message, &mut out)?;
         Ok(out.freeze())
+    }
+
+    /// Appends the frame of `message` to `out`.
+    fn frame_into(&self, message: &Message, out: &mut BytesMut) -> Result<(), ClientError> {
+        let payload = encode_message(message, self.encoding)?;
+        out.reserve(payload.len() + 4);
+        encode_frame(&payload, out)?;
+        Ok(())
+    }
+
+    /// Appends a one-way call `name(*args)` to `batch`, to be sent with
+    /// [`Session::send_batch`] or [`Session::call_after`]: a transaction's
+    /// `tpc_begin` and stores then leave in one write instead of one per message.
+    pub(crate) fn push_oneway(
+        &self,
+        batch: &mut BytesMut,
+        name: &str,
+        args: Value,
+    ) -> Result<(), ClientError> {
+        self.frame_into(&Message::one_way(name, args), batch)
+    }
+
+    /// Queues the one-way frames in `batch` (in order, behind everything sent
+    /// before); nothing to do for an empty batch.
+    pub(crate) async fn send_batch(
+        &self,
+        batch: &mut BytesMut,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Err(self.disconnected());
+        }
+        self.enqueue(batch.split().freeze(), limit).await
     }
 
     fn disconnected(&self) -> ClientError {
@@ -198,8 +237,21 @@ impl Session {
         args: Value,
         limit: Duration,
     ) -> Result<Value, ClientError> {
+        self.call_after(BytesMut::new(), name, args, limit).await
+    }
+
+    /// A synchronous call sent in the same write as the one-way frames already in
+    /// `prefix` (which go first).
+    pub(crate) async fn call_after(
+        &self,
+        mut prefix: BytesMut,
+        name: &'static str,
+        args: Value,
+        limit: Duration,
+    ) -> Result<Value, ClientError> {
         let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
-        let frame = self.frame(&Message::call(msgid, name, args))?;
+        self.frame_into(&Message::call(msgid, name, args), &mut prefix)?;
+        let frame = prefix.freeze();
         let (reply_tx, reply_rx) = oneshot::channel();
         {
             let mut p = self.pending.lock().map_err(|_| self.disconnected())?;
@@ -328,8 +380,24 @@ async fn write_loop(
             _ = ticker.tick() => vec![heartbeat.clone()],
         };
         let write = async {
+            // Small frames queued together (e.g. by several callers) are joined
+            // into one write: one syscall, and one TCP segment, instead of one per
+            // frame. Large frames (blob chunks, big vote batches) go as they are,
+            // rather than being copied.
+            let mut joined = BytesMut::new();
             for frame in &batch {
+                if frame.len() <= JOIN_FRAME_MAX && joined.len() + frame.len() <= JOIN_MAX {
+                    joined.extend_from_slice(frame);
+                    continue;
+                }
+                if !joined.is_empty() {
+                    writer.write_all(&joined).await?;
+                    joined.clear();
+                }
                 writer.write_all(frame).await?;
+            }
+            if !joined.is_empty() {
+                writer.write_all(&joined).await?;
             }
             writer.flush().await
         };

@@ -63,9 +63,24 @@ impl ZeoClient {
 
 #[async_trait]
 impl Storage for ZeoClient {
+    /// From the facts cached at connect (`get_info`) and kept current by the
+    /// server's `info` callbacks — a ZEO server sends one to the committer before
+    /// every `tpc_finish` reply, and to everyone after a pack — as Python's
+    /// `ClientStorage` answers `len()`/`getSize()`. No round trip: a ZEO server
+    /// (zeoraid's included) asks for `info` after every commit, inside its commit
+    /// lock. Only a connection without a cached `get_info` answer asks again.
     async fn info(&self) -> StorageResult<StorageInfo> {
-        let info = self.call("get_info", args(vec![])).await?;
-        self.shared.callbacks.update_info(&info);
+        let session = self.shared.session()?;
+        let info = match self.shared.callbacks.cached_info() {
+            Some(info) => info,
+            None => {
+                let info = session
+                    .call("get_info", args(vec![]), self.shared.options.timeout)
+                    .await?;
+                self.shared.callbacks.update_info(&info);
+                info
+            }
+        };
         let int = |k: &str| {
             info.get(k)
                 .and_then(Value::as_int)
@@ -254,11 +269,18 @@ impl Storage for ZeoClient {
             };
         }
         let path = blobs::cache_path(dir, oid, serial);
+        let cache = self.shared.callbacks.blob_cache.as_ref();
         if path.exists() {
+            if let Some(cache) = cache {
+                cache.touch(&path);
+            }
             return Ok(path);
         }
         let _downloading = self.shared.blob_download.lock().await;
         if path.exists() {
+            if let Some(cache) = cache {
+                cache.touch(&path);
+            }
             return Ok(path);
         }
         self.call_about(oid, "sendBlob", args(vec![oid_arg(oid), tid_arg(serial)]))

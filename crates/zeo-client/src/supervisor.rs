@@ -135,7 +135,13 @@ async fn install(shared: &Shared, established: Established, reconnect: bool) -> 
     if reconnect && last_tid > seen && !seen.is_zero() {
         catch_up(shared, &session, seen).await;
     }
-    callbacks.saw_tid(last_tid);
+    // The server's word, also when it is lower than what was seen before: a
+    // restarted Python FileStorage that was killed between vote and finish
+    // reported the cut-off transaction's tid until this restart. Keeping the
+    // higher tid would refuse explicit tids (restores) the server now takes.
+    if let Ok(mut last) = callbacks.last_tid.lock() {
+        *last = last_tid;
+    }
     if let Ok(mut current) = shared.current.write() {
         *current = Some(session.clone());
     }

@@ -72,6 +72,13 @@ impl InvalidationQueue {
         Lookup::Found(latest, oids.into_iter().collect())
     }
 
+    /// The newest tid whose invalidations were queued (or the starting point):
+    /// what `register` and `lastTransaction` answer, so a client is never told of
+    /// a transaction before its invalidations are on their way to it.
+    pub fn latest(&self) -> Option<Tid> {
+        self.entries.front().map(|(t, _)| *t)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -140,5 +147,6 @@ mod tests {
             Lookup::Found(t(13), vec![o(1), o(2), o(3)])
         );
         assert_eq!(q.lookup(t(13)), Lookup::Found(t(13), vec![]));
+        assert_eq!(q.latest(), Some(t(13)));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{broadcast, RwLock};
+use tokio::sync::{broadcast, Notify, RwLock};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 use zeoraid_storage::{Oid, Storage, Tid};
@@ -137,7 +137,6 @@ impl std::fmt::Display for Address {
 /// Counters of one storage, as `server_status` reports them.
 #[derive(Debug, Clone)]
 pub(crate) struct Stats {
-    pub loads: u64,
     pub stores: u64,
     pub commits: u64,
     pub aborts: u64,
@@ -155,10 +154,21 @@ pub(crate) struct ServedStorage {
     pub invq: Mutex<InvalidationQueue>,
     pub conns: Mutex<Vec<Arc<ConnHandle>>>,
     /// Loads hold it shared while reading and queueing their reply; a finish holds
-    /// it exclusively while committing and queueing invalidations. So a reply
-    /// carrying old data always reaches a client before the invalidation of that
-    /// data, as in ZEO's single-threaded server.
+    /// it exclusively while queueing a commit's invalidations (after the storage
+    /// made the commit visible). So a reply built from data older than a commit
+    /// is queued before that commit's invalidation, as in ZEO's single-threaded
+    /// server; a load that already sees the commit may be answered before its
+    /// invalidation (docs/zeo-server.md, "Ordering", says why clients accept that).
     pub visibility: Arc<RwLock<()>>,
+    /// `server_status()['loads']`, counted without a lock (every load bumps it).
+    pub loads: AtomicU64,
+    /// The newest tid whose invalidations are queued to every registered
+    /// connection (the invalidation queue's latest), readable without a lock;
+    /// changed only under `visibility`'s exclusive side.
+    published: AtomicU64,
+    /// Woken when `published` changes or a finish fails: loads that read a
+    /// revision newer than `published` wait for it.
+    pub published_changed: Notify,
     pub stats: Mutex<Stats>,
     /// The storage's blob directory when clients share it (`storeBlobShared`).
     pub shared_blob_dir: Option<PathBuf>,
@@ -169,6 +179,28 @@ impl ServedStorage {
         if let Ok(mut s) = self.stats.lock() {
             f(&mut s)
         }
+    }
+
+    pub fn count_load(&self) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The newest tid whose invalidations are queued to every registered
+    /// connection: what `register` and `lastTransaction` answer, and the newest
+    /// revision a load may return. The storage's own last transaction can be
+    /// ahead of it for the moment between a commit becoming visible in the
+    /// storage and its invalidations being queued.
+    pub fn published_tid(&self) -> Tid {
+        Tid::from_u64(self.published.load(Ordering::SeqCst))
+    }
+
+    /// Start the invalidation queue (and the published tid) afresh at `last`.
+    fn reset_invalidations(&self, last: Tid) {
+        if let Ok(mut q) = self.invq.lock() {
+            q.reset(last);
+        }
+        self.published.store(last.as_u64(), Ordering::SeqCst);
+        self.published_changed.notify_waiters();
     }
 
     pub fn register(&self, conn: Arc<ConnHandle>) {
@@ -199,6 +231,8 @@ impl ServedStorage {
                 conn.send_callback("invalidateTransaction", args.clone());
             }
         }
+        self.published.fetch_max(tid.as_u64(), Ordering::SeqCst);
+        self.published_changed.notify_waiters();
     }
 
     /// `info({'length','size'})` to every connection of this storage.
@@ -213,9 +247,7 @@ impl ServedStorage {
     /// its cache (ZEO's `invalidateCache`).
     pub async fn invalidate_cache(&self) {
         let last = self.storage.last_transaction().await.unwrap_or(Tid::ZERO);
-        if let Ok(mut q) = self.invq.lock() {
-            q.reset(last);
-        }
+        self.reset_invalidations(last);
         for conn in self.connections() {
             conn.close(CloseReason::Server("storage cache invalidated".into()));
         }
@@ -236,7 +268,7 @@ impl ServedStorage {
         };
         Value::dict_from_pairs([
             ("connections", Value::from(connections)),
-            ("loads", Value::from(s.loads)),
+            ("loads", Value::from(self.loads.load(Ordering::Relaxed))),
             ("stores", Value::from(s.stores)),
             ("commits", Value::from(s.commits)),
             ("aborts", Value::from(s.aborts)),
@@ -402,8 +434,10 @@ impl ZeoServer {
                     )),
                     conns: Mutex::new(Vec::new()),
                     visibility: Arc::new(RwLock::new(())),
+                    loads: AtomicU64::new(0),
+                    published: AtomicU64::new(0),
+                    published_changed: Notify::new(),
                     stats: Mutex::new(Stats {
-                        loads: 0,
                         stores: 0,
                         commits: 0,
                         aborts: 0,
@@ -476,9 +510,7 @@ impl ZeoServer {
         }
         for served in &self.shared.storages {
             let last = served.storage.last_transaction().await.unwrap_or(Tid::ZERO);
-            if let Ok(mut q) = served.invq.lock() {
-                q.reset(last);
-            }
+            served.reset_invalidations(last);
         }
         let local = listener.local_addr();
         info!(

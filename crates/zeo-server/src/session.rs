@@ -2,12 +2,15 @@
 //! storage, the read-only flag, the transaction being built (its metadata and the
 //! ordered log of operations, blob temp files), a vote waiting for the commit lock,
 //! the open iterators and the blob upload in progress — and the loop that reads
-//! the client's messages and answers them in order.
+//! the client's messages and answers them in order, except `loadBefore` calls,
+//! which overlap each other (their replies carry their msgids).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -17,6 +20,7 @@ use zeoraid_storage::{
 use zeoraid_wire::Value;
 
 use crate::codec::{self, Incoming};
+use crate::commands::loads::{start_detached_load, DetachedLoad};
 use crate::connection::{ConnHandle, FrameReader, ReadError};
 use crate::error::CloseReason;
 use crate::server::{ServedStorage, ServerShared};
@@ -88,6 +92,10 @@ pub(crate) enum IterState {
     Records(std::vec::IntoIter<DataRecord>),
 }
 
+/// `loadBefore` calls of one connection being answered at the same time at most;
+/// past that the connection reads no further request until one completes.
+const MAX_LOADS_IN_FLIGHT: usize = 64;
+
 /// What a handler produced for a call.
 pub(crate) enum Outcome {
     Reply(Value),
@@ -149,6 +157,8 @@ impl Session {
         shutdown: &mut Shutdown,
     ) -> CloseReason {
         let mut close = self.conn.close_signal();
+        // Loads answered apart from the in-order handling (see `dispatch`).
+        let mut loads: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
         loop {
             if shutdown.is_shutdown() && !self.in_commit() {
                 return CloseReason::Shutdown;
@@ -165,16 +175,19 @@ impl Session {
                 _ = shutdown.recv(), if !shutdown.is_shutdown() => {
                     continue;
                 }
+                Some(()) = loads.next(), if !loads.is_empty() => {}
                 granted = wait_grant(&mut self.pending_vote), if self.pending_vote.is_some() => {
                     if let Some(pending) = self.pending_vote.take() {
                         if granted {
+                            drain(&mut loads).await;
                             self.finish_delayed_vote(pending).await;
                         } else {
                             debug!(conn = %self.label(), "lost the lock queue entry");
                         }
                     }
                 }
-                frame = async { conn.wait_room().await; reader.read_frame().await } => {
+                frame = async { conn.wait_room().await; reader.read_frame().await },
+                    if loads.len() < MAX_LOADS_IN_FLIGHT => {
                     let frame = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return CloseReason::Eof,
@@ -195,12 +208,40 @@ impl Session {
                             return CloseReason::Protocol(e.to_string());
                         }
                     };
-                    if let Err(reason) = self.handle(message).await {
+                    if let Err(reason) = self.dispatch(message, &mut loads).await {
                         return reason;
                     }
                 }
             }
         }
+    }
+
+    /// A registered connection's `loadBefore` is answered on its own (inline, or
+    /// as a future in `loads`); every other message first waits for the loads in
+    /// flight, then is handled in order. So a load overlaps only other loads: a
+    /// commit step never waits for a visibility read guard held by a load future
+    /// that nobody polls, and its effects are ordered after the earlier loads as
+    /// in ZEO.
+    async fn dispatch(
+        &mut self,
+        message: Incoming,
+        loads: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+    ) -> Result<(), CloseReason> {
+        let message = match &self.served {
+            Some(served) => match start_detached_load(served, &self.conn, message) {
+                DetachedLoad::Answered => return Ok(()),
+                DetachedLoad::Pending(load) => {
+                    loads.push(load);
+                    return Ok(());
+                }
+                DetachedLoad::InOrder(message) => message,
+            },
+            None => message,
+        };
+        if !message.is_heartbeat() {
+            drain(loads).await;
+        }
+        self.handle(message).await
     }
 
     /// Whether a transaction is between a successful vote and finish/abort (a
@@ -346,6 +387,11 @@ impl Session {
         self.next_iterator_id += 1;
         id
     }
+}
+
+/// Complete every load in flight.
+async fn drain(loads: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+    while loads.next().await.is_some() {}
 }
 
 async fn wait_grant(pending: &mut Option<PendingVote>) -> bool {

@@ -158,6 +158,11 @@ async fn open_storages(
                 storage
             }
             StorageKind::ZeoClient(zc) => {
+                // A blob directory shared with its server is shared with our
+                // clients too: they may store into it (`storeBlobShared`).
+                if let (Some(dir), true) = (&zc.blob_dir, zc.shared_blob_dir) {
+                    shared_blob_dirs.insert(sc.name.clone(), dir.clone());
+                }
                 // A plain proxy: waits for its server as configured (`wait`).
                 let storage: Arc<dyn Storage> =
                     Arc::new(open_zeoclient(&sc.name, zc, zc.wait).await?);
@@ -190,16 +195,21 @@ fn upload_next_to(options: &mut ServerOptions, dir: PathBuf) {
     }
 }
 
-async fn open_filestorage(name: &str, fs: &FileStorageConfig) -> anyhow::Result<AsyncFileStorage> {
-    let opts = FsOptions {
+/// The engine options a `<filestorage>` section asks for.
+fn filestorage_options(fs: &FileStorageConfig) -> FsOptions {
+    FsOptions {
         read_only: fs.read_only,
         create: fs.create,
         blob_dir: fs.blob_dir.clone(),
         pack_gc: fs.pack_gc,
         pack_keep_old: fs.pack_keep_old,
         quota: fs.quota,
-        ..FsOptions::default()
-    };
+        vote_fsync: fs.vote_fsync,
+    }
+}
+
+async fn open_filestorage(name: &str, fs: &FileStorageConfig) -> anyhow::Result<AsyncFileStorage> {
+    let opts = filestorage_options(fs);
     if !fs.read_only {
         // Unlike runzeo, create the directory the file lives in.
         if let Some(parent) = fs.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -253,7 +263,8 @@ async fn open_zeoclient(name: &str, zc: &ZeoClientConfig, wait: bool) -> anyhow:
         zc.timeout,
         zc.connect_timeout,
         tls,
-    );
+    )
+    .blob_cache_size(Some(zc.blob_cache_size), zc.blob_cache_size_check);
     let client = ZeoClient::connect(options)
         .await
         .with_context(|| format!("storage {name:?}: cannot connect"))?;
@@ -277,7 +288,11 @@ fn check_blob_dirs(name: &str, raid: &RaidConfig) -> anyhow::Result<()> {
     let with_blobs = raid
         .backends
         .iter()
-        .filter(|b| matches!(&b.kind, BackendKind::File(fs) if fs.blob_dir.is_some()))
+        .filter(|b| match &b.kind {
+            BackendKind::File(fs) => fs.blob_dir.is_some(),
+            // A ZEO backend stores and loads blobs through its blob cache.
+            BackendKind::ZeoClient(zc) => zc.blob_dir.is_some(),
+        })
         .count();
     if with_blobs != 0 && with_blobs != raid.backends.len() {
         bail!(
@@ -323,9 +338,11 @@ async fn open_raid(
         first_attempt(&client, limit).await;
     }
     let raid_options = RaidOptions {
+        state_file: Some(raid.state_file.clone()),
         read_policy: match raid.read_policy {
             ReadPolicy::RoundRobin => raid_options::ReadPolicy::RoundRobin,
             ReadPolicy::LeastOutstanding => raid_options::ReadPolicy::LeastOutstanding,
+            ReadPolicy::Vote => raid_options::ReadPolicy::Vote,
         },
         fail_mode: match raid.fail_mode {
             FailMode::Close => raid_options::FailMode::Close,
@@ -733,5 +750,91 @@ mod reload_tests {
             err.contains("backend \"b\" of storage \"1\" changed"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod filestorage_option_tests {
+    use super::*;
+
+    /// `vote-fsync` goes from the configuration text to the opened engine, for a
+    /// plain `<filestorage>` and for a RAID's backends alike.
+    #[test]
+    fn vote_fsync_reaches_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let text = format!(
+            "<zeo>\n  address 127.0.0.1:8100\n</zeo>\n\
+             <filestorage plain>\n  path {d}/plain.fs\n  vote-fsync off\n</filestorage>\n\
+             <raidstorage r>\n\
+             <filestorage a>\n  path {d}/a.fs\n  vote-fsync off\n</filestorage>\n\
+             <filestorage b>\n  path {d}/b.fs\n</filestorage>\n</raidstorage>\n"
+        );
+        let config = config::load_str(&text, Path::new("/tmp/zeoraid-test.conf")).unwrap();
+        let mut sections: Vec<(String, FileStorageConfig)> = Vec::new();
+        for sc in &config.storages {
+            match &sc.kind {
+                StorageKind::File(fs) => sections.push((sc.name.clone(), fs.clone())),
+                StorageKind::Raid(raid) => {
+                    for b in &raid.backends {
+                        if let BackendKind::File(fs) = &b.kind {
+                            sections.push((b.name.clone(), fs.clone()));
+                        }
+                    }
+                }
+                other => panic!("unexpected storage {other:?}"),
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen: Vec<(String, bool)> = runtime.block_on(async {
+            let mut seen = Vec::new();
+            for (name, fs) in &sections {
+                let storage = open_filestorage(name, fs).await.unwrap();
+                seen.push((name.clone(), storage.engine().options().vote_fsync));
+                storage.engine().close().unwrap();
+            }
+            seen
+        });
+        assert_eq!(
+            seen,
+            [
+                ("plain".to_string(), false),
+                ("a".to_string(), false),
+                ("b".to_string(), true)
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod blob_dir_tests {
+    use super::*;
+
+    fn raid(backends: &str) -> RaidConfig {
+        let text = format!(
+            "<zeo>\n  address 127.0.0.1:8100\n</zeo>\n<raidstorage r>\n{backends}</raidstorage>\n"
+        );
+        let config = crate::config::load_str(&text, Path::new("zeoraid.conf")).unwrap();
+        match &config.storages[0].kind {
+            StorageKind::Raid(raid) => raid.clone(),
+            other => panic!("not a RAID: {other:?}"),
+        }
+    }
+
+    /// Embedded and ZEO backends may be mixed with blobs when every one has a
+    /// blob-dir; one without is refused.
+    #[test]
+    fn every_backend_or_none_has_a_blob_dir() {
+        let fs = "<filestorage a>\n path a.fs\n blob-dir a-blobs\n</filestorage>\n";
+        let zc = "<zeoclient b>\n server 127.0.0.1:9\n blob-dir b-cache\n</zeoclient>\n";
+        let zc_plain = "<zeoclient b>\n server 127.0.0.1:9\n</zeoclient>\n";
+        assert!(check_blob_dirs("r", &raid(&format!("{fs}{zc}"))).is_ok());
+        let e = check_blob_dirs("r", &raid(&format!("{fs}{zc_plain}"))).unwrap_err();
+        assert!(e.to_string().contains("blob-dir"), "{e}");
     }
 }

@@ -22,9 +22,18 @@ from . import harness
 
 harness.install()
 
+from ZODB.tests import BasicStorage  # noqa: E402
+from ZODB.tests import ConflictResolution  # noqa: E402
 from ZODB.tests import HistoryStorage  # noqa: E402
+from ZODB.tests import IteratorStorage  # noqa: E402
+from ZODB.tests import MTStorage  # noqa: E402
 from ZODB.tests import PackableStorage  # noqa: E402
 from ZODB.tests import PersistentStorage  # noqa: E402
+from ZODB.tests import ReadOnlyStorage  # noqa: E402
+from ZODB.tests import RevisionStorage  # noqa: E402
+from ZODB.tests import Synchronization  # noqa: E402
+from ZODB.tests import TransactionalUndoStorage  # noqa: E402
+from ZEO.tests import ConnectionTests  # noqa: E402
 from ZEO.tests import testConnection  # noqa: E402
 from ZEO.tests import testZEO  # noqa: E402
 
@@ -55,7 +64,50 @@ class FileStorageTests(testZEO.FileStorageTests,
     (ZEO's class leaves them out)."""
 
 
-# upstream name -> class; all run by default against zeoraid.
+class StorageMixinTests(testZEO.GenericTestBase,
+                        BasicStorage.BasicStorage,
+                        RevisionStorage.RevisionStorage,
+                        HistoryStorage.HistoryStorage,
+                        IteratorStorage.IteratorStorage,
+                        MTStorage.MTStorage,
+                        PackableStorage.PackableStorage,
+                        PackableStorage.PackableUndoStorage,
+                        Synchronization.SynchronizedStorage,
+                        ConflictResolution.ConflictResolvingStorage,
+                        ConflictResolution.ConflictResolvingTransUndoStorage,
+                        TransactionalUndoStorage.TransactionalUndoStorage,
+                        ReadOnlyStorage.ReadOnlyStorage,
+                        PersistentStorage.PersistentStorage):
+    """ZODB's storage mixins only, through a ClientStorage on a FileStorage
+    server: FileStorageTests without ZEO's own mixins (CommitLock, Thread,
+    MiscZEO, Cache, IterationTests)."""
+
+    getConfig = testZEO.FileStorageTests.getConfig
+    open = testZEO.GenericTests.open                 # for ReadOnlyStorage
+    checkWriteMethods = testZEO.GenericTests.checkWriteMethods
+
+    def testPackUndoLog(self):
+        # As FullGenericTests: the time.time patch of ZODB's version cannot
+        # reach the server process; checkPackUndoLog runs it unpatched.
+        pass
+
+    def checkPackUndoLog(self):
+        PackableStorage.PackableUndoStorage.testPackUndoLog.__wrapped__(self)
+
+
+class FileStorageSSLConnectionTests(testConnection.FileStorageConfig,
+                                    ConnectionTests.SSLConnectionTests):
+    """testConnection.SSLConnectionTests (ZEO's own self-signed test
+    certificates) on a FileStorage instead of MappingStorage."""
+
+
+# The storage mixins (the requirement for the RAID variants).
+STORAGE_CLASSES = {
+    "StorageMixinTests": StorageMixinTests,
+    "FileStorageRecoveryTests": testZEO.FileStorageRecoveryTests,
+}
+
+# upstream name -> class: everything that can run against an external server.
 CLASSES = {
     "FileStorageTests": FileStorageTests,
     "BlobAdaptedFileStorageTests": testZEO.BlobAdaptedFileStorageTests,
@@ -67,6 +119,8 @@ CLASSES = {
     "FileStorageReconnectionTests": testConnection.FileStorageReconnectionTests,
     "FileStorageInvqTests": testConnection.FileStorageInvqTests,
     "FileStorageTimeoutTests": testConnection.FileStorageTimeoutTests,
+    "FileStorageSSLTests": testZEO.FileStorageSSLTests,
+    "FileStorageSSLConnectionTests": FileStorageSSLConnectionTests,
 }
 
 # Only with ZEORAID_FULL_SUITES=1 (slow ones; none at the moment).
@@ -96,22 +150,36 @@ def _xfail(func, reason):
     return wrapper
 
 
-def make_class(kind, upstream_name, base):
+LONG_TEST_SKIPPED = (
+    "upstream long test (level 2: zope.testrunner's default level 1 leaves it "
+    "out too); runs against zeoraid by default, against every kind with "
+    "ZEORAID_FULL_SUITES=1")
+
+
+def make_class(kind, upstream_name, base, long_tests=True):
+    """`long_tests=False` skips upstream's level-2 tests (util.long_test)."""
     attrs = {"server_kind": kind, "__module__": None}
     for name in _test_names(base):
         func = getattr(base, name)
-        reason = exclusions.lookup(exclusions.EXCLUDED, upstream_name, name)
+        reason = exclusions.lookup(exclusions.EXCLUDED, upstream_name, name, kind)
+        if not reason and not long_tests and getattr(func, "level", 1) > 1:
+            reason = LONG_TEST_SKIPPED
         if reason:
             func = _skipped(reason)
-        elif kind == "zeoraid":
-            bug = exclusions.lookup(exclusions.XFAIL, upstream_name, name)
+        elif kind != "runzeo":
+            bug = exclusions.lookup(exclusions.XFAIL, upstream_name, name, kind)
             if bug:
                 func = _xfail(func, bug)
         test_name = name if name.startswith("test") else "test_" + name
         attrs[test_name] = func
         if test_name != name:
             attrs[name] = func
-    return type(kind.capitalize() + upstream_name, (ServerKind, base), attrs)
+    return type(class_prefix(kind) + upstream_name, (ServerKind, base), attrs)
+
+
+def class_prefix(kind):
+    """"raid2-fs" → "Raid2Fs"."""
+    return "".join(part.capitalize() for part in kind.split("-"))
 
 
 # ------------------------------------------------------------------ doctest-style suites
@@ -163,7 +231,7 @@ def doctest_cases():
 
 def run_case(kind, upstream, short, test, layer):
     """Run one unittest/doctest case from inside a pytest test."""
-    reason = exclusions.lookup(exclusions.EXCLUDED, upstream, short)
+    reason = exclusions.lookup(exclusions.EXCLUDED, upstream, short, kind)
     if reason:
         pytest.skip(reason)
     # XFAIL entries are applied as strict pytest marks by the caller.

@@ -1,6 +1,8 @@
 //! Blobs: stored with `StoreBlob` or `Restore`, read back through `load_blob`,
 //! the caller's file left alone, undo bringing an old blob back (ZODB's blob
-//! storage tests).
+//! storage tests). Blob objects are written as ZODB writes them (records of
+//! class `ZODB.blob.Blob`, [`blob_record`]), so the cases hold for Python
+//! storages behind a ZEO server too, which tell blobs by that class.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use zeoraid_storage::{Oid, Operation, Storage, Tid, TransactionMeta};
 
 use super::fresh;
 use crate::check::*;
-use crate::data::record;
+use crate::data::{blob_record, record};
 use crate::harness::Harness;
 use crate::{check, check_eq};
 
@@ -36,11 +38,11 @@ async fn blob_content<S: Storage + ?Sized>(
     })
 }
 
-fn store_blob(oid: Oid, serial: Tid, payload: &str, blob: std::path::PathBuf) -> Operation {
+fn store_blob(oid: Oid, serial: Tid, blob: std::path::PathBuf) -> Operation {
     Operation::StoreBlob {
         oid,
         serial,
-        data: record(payload),
+        data: blob_record(),
         blob,
     }
 }
@@ -54,7 +56,7 @@ pub async fn store_and_load_blobs<H: Harness>(h: &H) -> CaseResult {
     let t1 = commit(
         &*s,
         vec![
-            store_blob(a, Tid::ZERO, "a1", f1.clone()),
+            store_blob(a, Tid::ZERO, f1.clone()),
             store(plain, Tid::ZERO, record("plain")),
         ],
     )
@@ -71,11 +73,11 @@ pub async fn store_and_load_blobs<H: Harness>(h: &H) -> CaseResult {
     );
     check_eq!(
         load_current(&*s, a).await?,
-        (record("a1"), t1),
+        (blob_record(), t1),
         "blob record data"
     );
     let f2 = write_file(dir.path(), "two", b"the second blob, longer than the first")?;
-    let t2 = commit(&*s, vec![store_blob(a, t1, "a2", f2)]).await?;
+    let t2 = commit(&*s, vec![store_blob(a, t1, f2)]).await?;
     check_eq!(
         blob_content(&*s, a, t2).await?,
         b"the second blob, longer than the first".to_vec(),
@@ -97,15 +99,18 @@ pub async fn store_and_load_blobs<H: Harness>(h: &H) -> CaseResult {
         "load_blob of an object without a blob succeeded"
     );
     let txns = transactions(&*s, None, None).await?;
-    let flags: Vec<(Oid, bool)> = txns[0]
-        .records
-        .iter()
-        .map(|r| (r.oid, r.has_blob))
-        .collect();
+    // The last record of each oid: a blob stored through ZEO is `storea` +
+    // `storeBlob*`, which Python's FileStorage writes as two records.
+    let mut flags: Vec<(Oid, bool)> = Vec::new();
+    for r in &txns[0].records {
+        flags.retain(|(oid, _)| *oid != r.oid);
+        flags.push((r.oid, r.has_blob));
+    }
+    flags.sort();
     check_eq!(
         flags,
         vec![(a, true), (plain, false)],
-        "has_blob in the iterator"
+        "has_blob in the iterator (last record of each oid)"
     );
     Ok(())
 }
@@ -120,7 +125,7 @@ pub async fn restore_and_undo_blobs<H: Harness>(h: &H) -> CaseResult {
         &*s,
         vec![Operation::Restore {
             oid: b,
-            data: Some(record("b1")),
+            data: Some(blob_record()),
             prev_txn: None,
             blob: Some(f.clone()),
         }],
@@ -137,8 +142,8 @@ pub async fn restore_and_undo_blobs<H: Harness>(h: &H) -> CaseResult {
     }
     let f1 = write_file(dir.path(), "v1", b"version one")?;
     let f2 = write_file(dir.path(), "v2", b"version two")?;
-    let t2 = commit(&*s, vec![store_blob(a, Tid::ZERO, "a1", f1)]).await?;
-    let t3 = commit(&*s, vec![store_blob(a, t2, "a2", f2)]).await?;
+    let t2 = commit(&*s, vec![store_blob(a, Tid::ZERO, f1)]).await?;
+    let t3 = commit(&*s, vec![store_blob(a, t2, f2)]).await?;
     let log = s.undo_log(0, 10, None).await.ctx("undo_log")?;
     let id = log
         .iter()
@@ -155,7 +160,7 @@ pub async fn restore_and_undo_blobs<H: Harness>(h: &H) -> CaseResult {
     .await?;
     check_eq!(
         load_current(&*s, a).await?,
-        (record("a1"), t4),
+        (blob_record(), t4),
         "data after undo"
     );
     check_eq!(

@@ -37,6 +37,8 @@ pub enum Op {
 pub enum Action {
     /// Fail with an I/O error (a failure of this storage, not an answer).
     Fail,
+    /// Refuse out of the storage's own state (`StorageError::Refused`).
+    Refuse(&'static str),
     /// Sleep an hour (past any timeout), then do the call.
     Hang,
     /// Vote: answer a write conflict on the first stored oid without voting.
@@ -47,6 +49,9 @@ pub enum Action {
     WrongTid,
     /// Read (iterator): yield this many transactions, then fail.
     StreamFailAfter(usize),
+    /// Last transaction: report this tid instead (Python's FileStorage reports a
+    /// transaction cut off between vote and finish as its last).
+    ReportLast(Tid),
 }
 
 /// A MemStorage with faults injected on demand.
@@ -125,6 +130,7 @@ impl Faulty {
     async fn gate(&self, op: Op) -> StorageResult<Option<Action>> {
         match self.take(op) {
             Some(Action::Fail) => Err(injected()),
+            Some(Action::Refuse(why)) => Err(StorageError::Refused(why.into())),
             Some(Action::Hang) => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(None)
@@ -151,7 +157,9 @@ impl Storage for Faulty {
         self.inner.info().await
     }
     async fn last_transaction(&self) -> StorageResult<Tid> {
-        self.gate(Op::LastTransaction).await?;
+        if let Some(Action::ReportLast(tid)) = self.gate(Op::LastTransaction).await? {
+            return Ok(tid);
+        }
         self.inner.last_transaction().await
     }
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {

@@ -454,6 +454,39 @@ async fn many_concurrent_loads_and_invalidations() {
     assert!(inval.try_recv().is_err());
 }
 
+/// `info()` answers from the facts the server keeps the client told of (its
+/// `info` callback before every `tpc_finish` reply), without a round trip — a
+/// ZEO server asks for them after every commit — and asks again only after a
+/// commit by someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_is_cached_and_kept_current() {
+    init_tracing();
+    let server = ZeoServer::start(ServerConfig::default());
+    let a = server.client().await;
+    let b = server.client().await;
+    let mut heard = a.invalidations().unwrap();
+    assert_eq!(a.info().await.unwrap().length, 0);
+    let oids = a.new_oids(2).await.unwrap();
+    commit(&a, vec![store(oids[0], Tid::ZERO, record("a"))]).await;
+    // Current after our own commit, and answered while the server hangs.
+    server.pause();
+    let info = tokio::time::timeout(Duration::from_secs(1), a.info()).await;
+    server.resume();
+    let info = info.expect("info() must not wait for the server").unwrap();
+    assert_eq!(info.length, 1);
+    assert!(info.size > 0);
+    assert!(info.supports_undo);
+    // Someone else's commit: the next info() asks the server.
+    commit(&b, vec![store(oids[1], Tid::ZERO, record("b"))]).await;
+    tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let after = a.info().await.unwrap();
+    assert_eq!(after.length, 2);
+    assert!(after.size > info.size);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgpack_server_over_a_unix_socket() {
     init_tracing();

@@ -59,22 +59,6 @@ impl Harness for RunzeoHarness {
     }
 }
 
-/// Cases whose expectations a Python ZEO/FileStorage backend cannot meet, whatever
-/// the client does; `basic::blobs_both_ways` covers the same ground with records
-/// of class `ZODB.blob.Blob`.
-const EXCLUDED: &[(&str, &str)] = &[
-    (
-        "blobs::store_and_load_blobs",
-        "has_blob: ZODB tells blob records by their class (is_blob_record) and the suite \
-         stores PersistentMapping records; also a ZEO blob store is storea + storeBlob, \
-         which FileStorage writes as two records of the oid",
-    ),
-    (
-        "blobs::restore_and_undo_blobs",
-        "FileStorage's undo carries a blob only for records of class ZODB.blob.Blob",
-    ),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_against_runzeo() {
     init_tracing();
@@ -91,15 +75,9 @@ async fn conformance_suite_against_runzeo() {
         count,
     };
     let only = std::env::var("ZEORAID_CONFORMANCE_ONLY").ok();
-    let report = zeoraid_conformance::run_selected(&harness, |name| {
-        if EXCLUDED.iter().any(|(case, _)| *case == name) {
-            println!("excluded {name}");
-            return false;
-        }
-        match &only {
-            Some(list) => list.split(',').any(|part| name.contains(part.trim())),
-            None => true,
-        }
+    let report = zeoraid_conformance::run_selected(&harness, |name| match &only {
+        Some(list) => list.split(',').any(|part| name.contains(part.trim())),
+        None => true,
     })
     .await;
     println!("{}", report.summary());

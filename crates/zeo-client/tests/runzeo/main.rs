@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod basic;
+mod blob_cache;
 mod common;
 mod conformance_run;
 mod failures;

@@ -437,15 +437,21 @@ pub(crate) async fn tpc_finish(
     else {
         return Outcome::Error(ZeoError::assertion_error("finished called wo lock"));
     };
-    let guard = served.visibility.write().await;
+    // The storage commits (status byte, fsync, publish) with loads going on: the
+    // visibility lock is taken only afterwards, to queue the invalidations. It
+    // waits for the loads in flight, which may have read the state before the
+    // commit and so must be queued first; loads that start later see the commit.
     let finished = served.storage.finish(txn_id).await;
     let tid = match finished {
         Ok(tid) => {
+            let guard = served.visibility.write().await;
             served.invalidate(Some(session.conn.id), tid, oids);
+            drop(guard);
             tid
         }
         Err(err) => {
-            drop(guard);
+            // Loads waiting for this commit to be published look again.
+            served.published_changed.notify_waiters();
             error!(conn = %session.label(), "tpc_finish failed: {err}");
             if let Err(e) = served.storage.abort(txn_id).await {
                 debug!("abort after failed finish: {e}");
@@ -455,7 +461,6 @@ pub(crate) async fn tpc_finish(
             return Outcome::Error(err.into());
         }
     };
-    drop(guard);
     served.stat(|s| s.commits += 1);
     match served.storage.info().await {
         Ok(info) => session

@@ -17,7 +17,10 @@ use crate::session::Session;
 
 pub(crate) async fn last_transaction(session: &mut Session) -> Result<Value, ZeoError> {
     let served = session.served()?;
-    Ok(Value::from(served.storage.last_transaction().await?.0))
+    // The storage must still answer (a closed storage is an error reply)…
+    served.storage.last_transaction().await?;
+    // …but the tid announced is the last one whose invalidations are queued.
+    Ok(Value::from(served.published_tid().0))
 }
 
 pub(crate) async fn get_invalidations(session: &mut Session, a: Args) -> Result<Value, ZeoError> {
@@ -48,7 +51,13 @@ pub(crate) async fn get_invalidations(session: &mut Session, a: Args) -> Result<
         return Ok(Value::None);
     }
     let start = Tid::from_u64(tid.as_u64().saturating_add(1));
-    let mut stream = served.storage.iterator(Some(start), None).await?;
+    // Up to the published tid: a commit the storage already shows is announced
+    // by its own invalidation, which this client will still get.
+    let stop = served.published_tid();
+    if stop < start {
+        return Ok(Value::None);
+    }
+    let mut stream = served.storage.iterator(Some(start), Some(stop)).await?;
     let mut oids = BTreeSet::new();
     let mut latest = None;
     while let Some(t) = stream.next().await {

@@ -37,13 +37,14 @@ pub(crate) async fn register(
     if !read_only && (session.read_only || storage_read_only) {
         return Outcome::Error(ZeoError::read_only());
     }
-    // Registered and answered under the visibility lock: no commit can slip
-    // between the tid we answer and the first invalidation we send.
+    // Registered and answered under the visibility lock, with the last tid whose
+    // invalidations were queued: every later commit's invalidation reaches this
+    // connection, and no commit is announced before its invalidation.
     let _guard = served.visibility.clone().read_owned().await;
-    let last = match served.storage.last_transaction().await {
-        Ok(t) => t,
-        Err(e) => return Outcome::Error(e.into()),
-    };
+    if let Err(e) = served.storage.last_transaction().await {
+        return Outcome::Error(e.into());
+    }
+    let last = served.published_tid();
     session.read_only = session.read_only || read_only;
     served.register(session.conn.clone());
     info!(conn = %session.label(), storage = %name, read_only = session.read_only, "registered");

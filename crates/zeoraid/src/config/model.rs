@@ -112,6 +112,9 @@ pub struct StorageConfig {
     pub kind: StorageKind,
 }
 
+// A configuration is built once and read a few times: boxing the larger
+// variants would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StorageKind {
     File(FileStorageConfig),
@@ -127,6 +130,7 @@ pub struct BackendConfig {
     pub kind: BackendKind,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackendKind {
     File(FileStorageConfig),
@@ -149,6 +153,9 @@ pub struct FileStorageConfig {
     pub pack_gc: bool,
     /// `pack-keep-old` (default true): keep `Data.fs.old` after packing.
     pub pack_keep_old: bool,
+    /// `vote-fsync` (zeoraid's, default true): also fsync the voted transaction
+    /// at vote, not only after the status byte is flipped at finish.
+    pub vote_fsync: bool,
     /// Keys accepted but not supported (`packer`), raw.
     pub unsupported: Vec<(String, String)>,
 }
@@ -169,6 +176,12 @@ pub struct ZeoClientConfig {
     pub blob_dir: Option<PathBuf>,
     /// `shared-blob-dir` (default false): `blob-dir` is the server's own directory.
     pub shared_blob_dir: bool,
+    /// `blob-cache-size` (default 1GB): the blob cache is pruned (least recently
+    /// used first) to stay near this size.
+    pub blob_cache_size: u64,
+    /// `blob-cache-size-check` (default 10, below 100): percent of
+    /// `blob-cache-size` downloaded between pruning passes.
+    pub blob_cache_size_check: u8,
     /// `timeout` (zeoraid; default the RAID's `timeout`, else 60s): per call.
     pub timeout: Duration,
     /// `connect-timeout` (zeoraid; default 10s).
@@ -191,6 +204,9 @@ pub struct RaidConfig {
     pub recovery_rate: Option<u64>,
     /// `timeout` (default 60s): default per-call timeout of `<zeoclient>` backends.
     pub timeout: Duration,
+    /// `state-file` (zeoraid): where the RAID records which backends hold every
+    /// acknowledged commit; default `<config file>.<storage name>.state`.
+    pub state_file: PathBuf,
     /// One or more backends, names unique.
     pub backends: Vec<BackendConfig>,
 }
@@ -200,7 +216,9 @@ pub struct RaidConfig {
 pub enum ClusterMode {
     /// One zeoraid server owns the backends (default).
     Single,
-    /// Several zeoraid servers share backends (accepted; not implemented differently yet).
+    /// Several zeoraid servers share backends (gocept.zeoraid's meaning): the RAID
+    /// fails once no more than half of its backends are optimal, reads are voted
+    /// unless `read-policy` says otherwise.
     Coop,
 }
 
@@ -218,6 +236,9 @@ pub enum FailMode {
 pub enum ReadPolicy {
     RoundRobin,
     LeastOutstanding,
+    /// Every optimal backend is asked and the answers compared (the default in
+    /// `cluster-mode coop`, as gocept.zeoraid read there).
+    Vote,
 }
 
 /// An `<eventlog>` or `<logger>` section.
@@ -268,6 +289,8 @@ const FILESTORAGE_KEYS: &[KeySpec] = &[
     key("quota", Kind::Size),
     key("pack-gc", Kind::Bool),
     key("pack-keep-old", Kind::Bool),
+    // zeoraid's own: Python's FileStorage has no such choice (it fsyncs once).
+    key("vote-fsync", Kind::Bool),
     ignored("packer", Kind::Str),
 ];
 
@@ -280,6 +303,8 @@ const ZEOCLIENT_KEYS: &[KeySpec] = &[
     key("wait-timeout", Kind::Interval),
     key("blob-dir", Kind::Path),
     key("shared-blob-dir", Kind::Bool),
+    key("blob-cache-size", Kind::Size),
+    key("blob-cache-size-check", Kind::Count),
     key("timeout", Kind::Interval),
     key("connect-timeout", Kind::Interval),
     ignored("name", Kind::Str),
@@ -287,8 +312,6 @@ const ZEOCLIENT_KEYS: &[KeySpec] = &[
     ignored("cache-path", Kind::Str),
     ignored("client", Kind::Str),
     ignored("var", Kind::Str),
-    ignored("blob-cache-size", Kind::Size),
-    ignored("blob-cache-size-check", Kind::Int),
     ignored("read-only-fallback", Kind::Bool),
     ignored("server-sync", Kind::Bool),
     ignored("client-label", Kind::Str),
@@ -308,10 +331,11 @@ const RAID_KEYS: &[KeySpec] = &[
     key("shared-blob-dir", Kind::Bool),
     key(
         "read-policy",
-        Kind::Choice(&["round-robin", "least-outstanding"]),
+        Kind::Choice(&["round-robin", "least-outstanding", "vote"]),
     ),
     key("recovery-rate", Kind::Size),
     key("timeout", Kind::Interval),
+    key("state-file", Kind::Path),
 ];
 
 /// Section types that may hold a served storage (top level) or a backend (RAID).
@@ -555,6 +579,7 @@ fn filestorage_config(
         quota: keys.size("quota"),
         pack_gc: keys.bool("pack-gc").unwrap_or(true),
         pack_keep_old: keys.bool("pack-keep-old").unwrap_or(true),
+        vote_fsync: keys.bool("vote-fsync").unwrap_or(true),
         unsupported: keys.raw_ignored(FILESTORAGE_KEYS),
     })
 }
@@ -570,6 +595,15 @@ fn zeoclient_config(
     if servers.is_empty() {
         return Err(keys.missing("server"));
     }
+    let blob_cache_size_check = match keys.count("blob-cache-size-check") {
+        None => zeoraid_zeo_client::options::DEFAULT_BLOB_CACHE_SIZE_CHECK,
+        Some(n) => u8::try_from(n).ok().filter(|&n| n < 100).ok_or_else(|| {
+            section.pos.error(format!(
+                "{}: blob-cache-size-check is a percentage below 100, not {n}",
+                section.header()
+            ))
+        })?,
+    };
     Ok(ZeoClientConfig {
         servers,
         storage: keys
@@ -582,6 +616,10 @@ fn zeoclient_config(
             .unwrap_or(Duration::from_secs(30)),
         blob_dir: keys.path("blob-dir"),
         shared_blob_dir: keys.bool("shared-blob-dir").unwrap_or(false),
+        blob_cache_size: keys
+            .size("blob-cache-size")
+            .unwrap_or(zeoraid_zeo_client::options::DEFAULT_BLOB_CACHE_SIZE),
+        blob_cache_size_check,
         timeout: keys.interval("timeout").unwrap_or(default_timeout),
         connect_timeout: keys
             .interval("connect-timeout")
@@ -631,7 +669,10 @@ fn raid_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<RaidCon
     };
     let read_policy = match keys.string("read-policy").as_deref() {
         Some("least-outstanding") => ReadPolicy::LeastOutstanding,
-        _ => ReadPolicy::RoundRobin,
+        Some("vote") => ReadPolicy::Vote,
+        Some(_) => ReadPolicy::RoundRobin,
+        None if cluster_mode == ClusterMode::Coop => ReadPolicy::Vote,
+        None => ReadPolicy::RoundRobin,
     };
     Ok(RaidConfig {
         read_only: keys.bool("read-only").unwrap_or(false),
@@ -642,8 +683,18 @@ fn raid_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<RaidCon
         read_policy,
         recovery_rate: keys.size("recovery-rate"),
         timeout,
+        state_file: keys
+            .path("state-file")
+            .unwrap_or_else(|| default_state_file(section)),
         backends,
     })
+}
+
+/// `<config file>.<storage name>.state`, next to the configuration file.
+fn default_state_file(section: &Section) -> PathBuf {
+    let mut name = section.pos.file.as_os_str().to_owned();
+    name.push(format!(".{}.state", section.name.as_deref().unwrap_or("raid")));
+    PathBuf::from(name)
 }
 
 /// Logging sections are kept leniently: any keys, any handler subsections; only
@@ -695,6 +746,7 @@ impl ReadPolicy {
         match self {
             ReadPolicy::RoundRobin => "round-robin",
             ReadPolicy::LeastOutstanding => "least-outstanding",
+            ReadPolicy::Vote => "vote",
         }
     }
 }

@@ -88,6 +88,7 @@ fn filestorage(fs: &FileStorageConfig) -> String {
             fs.read_only.then(|| "read-only".to_string()),
             fs.create.then(|| "create".to_string()),
             fs.quota.map(|q| format!("quota {q} bytes")),
+            (!fs.vote_fsync).then(|| "vote-fsync off".to_string()),
         ])
     )
 }

@@ -66,6 +66,7 @@ fn single_filestorage_with_defaults() {
     assert_eq!(fs.path, PathBuf::from("Data.fs"));
     assert_eq!(fs.blob_dir, None);
     assert!(!fs.create && !fs.read_only && fs.pack_gc && fs.pack_keep_old);
+    assert!(fs.vote_fsync, "vote-fsync defaults to on");
     assert_eq!(fs.quota, None);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
@@ -95,12 +96,14 @@ fn every_zeo_key() {
 fn every_filestorage_key() {
     let config = ok(&format!(
         "{ZEO}<filestorage main>\n path var/Data.fs\n blob-dir var/blobs\n create yes\n \
-         read-only no\n quota 1GB\n pack-gc off\n pack-keep-old false\n packer x.y\n</filestorage>\n"
+         read-only no\n quota 1GB\n pack-gc off\n pack-keep-old false\n vote-fsync off\n \
+         packer x.y\n</filestorage>\n"
     ));
     let fs = file_of(&config.storages[0]);
     assert_eq!(config.storages[0].name, "main");
     assert_eq!(fs.blob_dir, Some(PathBuf::from("var/blobs")));
     assert!(fs.create && !fs.read_only && !fs.pack_gc && !fs.pack_keep_old);
+    assert!(!fs.vote_fsync);
     assert_eq!(fs.quota, Some(1 << 30));
     assert_eq!(fs.unsupported, [("packer".to_string(), "x.y".to_string())]);
     assert_eq!(config.warnings.len(), 1);
@@ -115,6 +118,35 @@ fn empty_blob_dir_means_none() {
 }
 
 #[test]
+fn vote_fsync_in_filestorage_and_raid_backends() {
+    let config = ok(&format!(
+        "{ZEO}<filestorage plain>\n path p.fs\n vote-fsync yes\n</filestorage>\n\
+         <raidstorage r>\n\
+         <filestorage a>\n  path a.fs\n  vote-fsync off\n</filestorage>\n\
+         <filestorage b>\n  path b.fs\n</filestorage>\n</raidstorage>\n"
+    ));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(file_of(&config.storages[0]).vote_fsync);
+    let raid = raid_of(&config.storages[1]);
+    let flags: Vec<bool> = raid
+        .backends
+        .iter()
+        .map(|b| match &b.kind {
+            BackendKind::File(fs) => fs.vote_fsync,
+            other => panic!("not a filestorage: {other:?}"),
+        })
+        .collect();
+    assert_eq!(flags, [false, true]);
+    let e = err(&format!(
+        "{ZEO}<filestorage>\n path x\n vote-fsync sometimes\n</filestorage>\n"
+    ));
+    assert!(
+        e.contains("zeoraid.conf:6") && e.contains("vote-fsync"),
+        "{e}"
+    );
+}
+
+#[test]
 fn raid_with_backends_defaults_and_inherited_timeout() {
     let config = ok(&format!(
         "%import gocept.zeoraid\n{ZEO}<raidstorage 1>\n timeout 20s\n\
@@ -126,6 +158,11 @@ fn raid_with_backends_defaults_and_inherited_timeout() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let raid = raid_of(&config.storages[0]);
     assert_eq!(raid.cluster_mode, ClusterMode::Single);
+    assert!(
+        raid.state_file.to_string_lossy().ends_with("zeoraid.conf.1.state"),
+        "{:?}",
+        raid.state_file
+    );
     assert_eq!(raid.fail_mode, FailMode::Close);
     assert_eq!(raid.read_policy, ReadPolicy::RoundRobin);
     assert!(!raid.read_only && !raid.shared_blob_dir);
@@ -172,6 +209,30 @@ fn raid_keys() {
     assert_eq!(raid.read_policy, ReadPolicy::LeastOutstanding);
     assert_eq!(raid.recovery_rate, Some(10 << 20));
     assert_eq!(raid.timeout, DEFAULT_CALL_TIMEOUT);
+}
+
+#[test]
+fn coop_votes_reads_unless_a_read_policy_is_written() {
+    let with = |keys: &str| {
+        let config = ok(&format!(
+            "{ZEO}<raidstorage 1>\n{keys}<filestorage a>\n path a.fs\n</filestorage>\n</raidstorage>\n"
+        ));
+        let raid = raid_of(&config.storages[0]);
+        (raid.cluster_mode, raid.read_policy)
+    };
+    assert_eq!(with(""), (ClusterMode::Single, ReadPolicy::RoundRobin));
+    assert_eq!(
+        with(" cluster-mode coop\n"),
+        (ClusterMode::Coop, ReadPolicy::Vote)
+    );
+    assert_eq!(
+        with(" cluster-mode coop\n read-policy round-robin\n"),
+        (ClusterMode::Coop, ReadPolicy::RoundRobin)
+    );
+    assert_eq!(
+        with(" read-policy vote\n"),
+        (ClusterMode::Single, ReadPolicy::Vote)
+    );
 }
 
 #[test]
@@ -433,4 +494,44 @@ fn management_methods_default_on_only_for_gocept_configs() {
     assert!(!config.management_methods());
     let on = "<zeo>\n address 8100\n management-methods on\n</zeo>\n";
     assert!(ok(&format!("{on}{fs}")).management_methods());
+}
+
+#[test]
+fn zeoclient_blob_cache_size_and_check() {
+    let config = ok(&format!(
+        "{ZEO}<zeoclient 1>\n server 8100\n blob-dir c\n blob-cache-size 100MB\n \
+         blob-cache-size-check 20\n</zeoclient>\n<zeoclient 2>\n server 8100\n</zeoclient>\n"
+    ));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let StorageKind::ZeoClient(set) = &config.storages[0].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (set.blob_cache_size, set.blob_cache_size_check),
+        (100 << 20, 20)
+    );
+    let StorageKind::ZeoClient(default) = &config.storages[1].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (default.blob_cache_size, default.blob_cache_size_check),
+        (1 << 30, 10)
+    );
+    let e = err(&format!(
+        "{ZEO}<zeoclient 1>\n server 8100\n blob-cache-size-check 100\n</zeoclient>\n"
+    ));
+    assert!(e.contains("blob-cache-size-check"), "{e}");
+}
+
+#[test]
+fn raid_state_file_can_be_set() {
+    let config = ok(&format!(
+        "{ZEO}<raidstorage main>\n state-file /var/lib/zeoraid/main.state\n\
+         <filestorage a>\n  path a.fs\n</filestorage>\n</raidstorage>\n"
+    ));
+    let raid = raid_of(&config.storages[0]);
+    assert_eq!(
+        raid.state_file,
+        std::path::PathBuf::from("/var/lib/zeoraid/main.state")
+    );
 }
