@@ -5,63 +5,20 @@
 //! Built on rustls with the ring provider.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
+use zeoraid_tls::{load_ca_store, load_certificate_chain, load_private_key};
 
 use crate::error::ClientError;
 use crate::options::{ServerAddress, TlsOptions};
 
 fn tls_err(what: impl fmt::Display) -> ClientError {
     ClientError::Config(format!("TLS: {what}"))
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, ClientError> {
-    let mut roots = RootCertStore::empty();
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for file in files {
-        // Files without certificates (keys, CRLs) in a directory are skipped.
-        let Ok(certs) = load_certs(&file) else {
-            continue;
-        };
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| tls_err(format!("{}: {e}", file.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(tls_err(format!(
-            "no CA certificate found in {}",
-            path.display()
-        )));
-    }
-    Ok(roots)
 }
 
 /// Verifies the chain like the WebPKI verifier but accepts a certificate that does
@@ -135,7 +92,7 @@ impl Tls {
         let ca = options.authenticate.as_deref().ok_or_else(|| {
             tls_err("`authenticate` (CA file or directory) is required; the system trust store is not used")
         })?;
-        let roots = Arc::new(load_roots(ca)?);
+        let roots = Arc::new(load_ca_store(ca).map_err(tls_err)?);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?;
@@ -151,16 +108,9 @@ impl Tls {
         };
         let config = match &options.certificate {
             Some(cert_path) => {
-                let certs = load_certs(cert_path)?;
-                if certs.is_empty() {
-                    return Err(tls_err(format!(
-                        "no certificate in {}",
-                        cert_path.display()
-                    )));
-                }
+                let certs = load_certificate_chain(cert_path).map_err(tls_err)?;
                 let key_path = options.key.as_deref().unwrap_or(cert_path);
-                let key = PrivateKeyDer::from_pem_file(key_path)
-                    .map_err(|e| tls_err(format!("{}: {e}", key_path.display())))?;
+                let key = load_private_key(key_path).map_err(tls_err)?;
                 builder.with_client_auth_cert(certs, key).map_err(tls_err)?
             }
             None => builder.with_no_client_auth(),
