@@ -451,7 +451,10 @@ fn blobs_store_load_undo_pack() {
     src_commit_blob(&fs, &src, t3);
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs.pack(now(), pack_opts(true)).unwrap();
-    assert!(!old.exists(), "blobs.old is removed when not keeping old files");
+    assert!(
+        !old.exists(),
+        "blobs.old is removed when not keeping old files"
+    );
     assert!(fs.load_blob(oid(7), t3).is_err());
     drop(fs);
 

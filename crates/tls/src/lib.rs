@@ -2,12 +2,19 @@
 //! certificate chains, private keys and CA stores read from PEM files the way ZEO's
 //! `<ssl>` sections name them (`certificate`, `key`, `authenticate` — a CA file or a
 //! directory of them). Every error names the file. Built on rustls' PEM parser.
+//!
+//! [`TrustAnchors`] also keeps the trusted certificates themselves: OpenSSL (and
+//! so Python's ZEO) accepts a peer whose certificate *is* one of the trusted
+//! certificates, e.g. a self-signed `CA:TRUE` certificate used as its own CA as
+//! ZEO's own test certificates are, where webpki refuses a CA certificate as an
+//! end entity. Both sides of zeoraid accept that one case too.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::RootCertStore;
+use rustls::{CertificateError, OtherError, RootCertStore};
 use thiserror::Error;
 
 /// A PEM file that cannot be used.
@@ -53,10 +60,43 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileEr
     PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(path, e))
 }
 
+/// The trusted certificates of an `authenticate` CA file or directory.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors {
+    /// For chain verification.
+    pub store: Arc<RootCertStore>,
+    certificates: Vec<CertificateDer<'static>>,
+}
+
+impl TrustAnchors {
+    /// Whether a verification `error` for the peer's `end_entity` certificate is
+    /// only webpki's refusal of a CA certificate as an end entity, for a
+    /// certificate that is byte for byte one of the trusted ones. webpki checks
+    /// the validity period before the basic constraints, so an expired or not yet
+    /// valid certificate never gets here.
+    pub fn accepts_as_pinned(
+        &self,
+        error: &rustls::Error,
+        end_entity: &CertificateDer<'_>,
+    ) -> bool {
+        let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = error
+        else {
+            return false;
+        };
+        matches!(
+            inner.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ) && self
+            .certificates
+            .iter()
+            .any(|trusted| trusted.as_ref() == end_entity.as_ref())
+    }
+}
+
 /// The trust anchors of a CA file, or of every file in a CA directory (files there
 /// that hold no certificate, such as keys or CRLs, are skipped, as OpenSSL's
 /// `capath` lookup would never match them).
-pub fn load_ca_store(path: &Path) -> Result<RootCertStore, TlsFileError> {
+pub fn load_trust_anchors(path: &Path) -> Result<TrustAnchors, TlsFileError> {
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| unreadable(path, e))?
@@ -68,19 +108,24 @@ pub fn load_ca_store(path: &Path) -> Result<RootCertStore, TlsFileError> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut roots = RootCertStore::empty();
+    let mut store = RootCertStore::empty();
+    let mut certificates = Vec::new();
     for file in files {
         let Ok(certs) = certificates_in(&file) else {
             continue;
         };
         for cert in certs {
-            roots.add(cert).map_err(|e| unreadable(&file, e))?;
+            store.add(cert.clone()).map_err(|e| unreadable(&file, e))?;
+            certificates.push(cert);
         }
     }
-    if roots.is_empty() {
+    if store.is_empty() {
         return Err(TlsFileError::NoCa(path.to_path_buf()));
     }
-    Ok(roots)
+    Ok(TrustAnchors {
+        store: Arc::new(store),
+        certificates,
+    })
 }
 
 #[cfg(test)]
@@ -101,9 +146,12 @@ mod tests {
             load_certificate_chain(&empty),
             Err(TlsFileError::NoCertificate(_))
         ));
-        assert!(matches!(load_ca_store(&empty), Err(TlsFileError::NoCa(_))));
         assert!(matches!(
-            load_ca_store(dir.path()),
+            load_trust_anchors(&empty),
+            Err(TlsFileError::NoCa(_))
+        ));
+        assert!(matches!(
+            load_trust_anchors(dir.path()),
             Err(TlsFileError::NoCa(_))
         ));
         assert!(load_private_key(&empty)

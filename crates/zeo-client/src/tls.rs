@@ -12,7 +12,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
-use zeoraid_tls::{load_ca_store, load_certificate_chain, load_private_key};
+use zeoraid_tls::{load_certificate_chain, load_private_key, load_trust_anchors, TrustAnchors};
 
 use crate::error::ClientError;
 use crate::options::{ServerAddress, TlsOptions};
@@ -21,12 +21,17 @@ fn tls_err(what: impl fmt::Display) -> ClientError {
     ClientError::Config(format!("TLS: {what}"))
 }
 
-/// Verifies the chain like the WebPKI verifier but accepts a certificate that does
-/// not name the host (`check-hostname false`).
+/// Verifies the server like the WebPKI verifier, but accepts a certificate that is
+/// itself one of the `authenticate` certificates ([`TrustAnchors`], as OpenSSL
+/// does) and, with `check-hostname false`, one that does not name the host.
 #[derive(Debug)]
-struct NoHostnameVerifier(Arc<WebPkiServerVerifier>);
+struct ServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    anchors: TrustAnchors,
+    check_hostname: bool,
+}
 
-impl ServerCertVerifier for NoHostnameVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -35,13 +40,24 @@ impl ServerCertVerifier for NoHostnameVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_hostname => Ok(ServerCertVerified::assertion()),
+            // A pinned certificate is accepted as it is; the host name is only
+            // checked against it when asked to (webpki stopped before).
+            Err(e) if self.anchors.accepts_as_pinned(&e, end_entity) => {
+                if self.check_hostname {
+                    check_pinned_name(end_entity, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -52,7 +68,7 @@ impl ServerCertVerifier for NoHostnameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -61,11 +77,11 @@ impl ServerCertVerifier for NoHostnameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
@@ -92,20 +108,20 @@ impl Tls {
         let ca = options.authenticate.as_deref().ok_or_else(|| {
             tls_err("`authenticate` (CA file or directory) is required; the system trust store is not used")
         })?;
-        let roots = Arc::new(load_ca_store(ca).map_err(tls_err)?);
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?;
-        let builder = if options.check_hostname {
-            builder.with_root_certificates(roots)
-        } else {
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        let anchors = load_trust_anchors(ca).map_err(tls_err)?;
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(anchors.store.clone(), provider.clone())
                 .build()
                 .map_err(tls_err)?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoHostnameVerifier(inner)))
-        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+                webpki,
+                anchors,
+                check_hostname: options.check_hostname,
+            }));
         let config = match &options.certificate {
             Some(cert_path) => {
                 let certs = load_certificate_chain(cert_path).map_err(tls_err)?;
@@ -138,4 +154,13 @@ impl Tls {
         ServerName::try_from(host.clone())
             .map_err(|e| tls_err(format!("bad server name {host:?}: {e}")))
     }
+}
+
+/// The host-name check webpki would have made on a pinned certificate.
+fn check_pinned_name(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+    rustls::client::verify_server_name(&parsed, server_name)
 }
