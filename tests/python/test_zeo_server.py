@@ -444,6 +444,35 @@ def test_tls_refuses_clients_without_certificate_and_plain_clients(zeo_server, t
     db.close()
 
 
+def test_tls_with_zeos_own_self_signed_test_certificates(zeo_server, tmp_path):
+    """ZEO's own test certificates are self-signed CA:TRUE certificates, each used
+    as its peer's only trust anchor (ZEO.tests.testssl.server_config and
+    client_ssl()). OpenSSL accepts that; zeoraid accepts it too, and still
+    refuses a client presenting another certificate."""
+    import ssl
+    from ZEO.tests import testssl
+    server = zeo_server(zeo_options=(
+        "  <ssl>\n    certificate %s\n    key %s\n    authenticate %s\n  </ssl>\n"
+        % (testssl.server_cert, testssl.server_key, testssl.client_cert)))
+    db = database(server, ssl=testssl.client_ssl(), ssl_server_hostname="zodb.org")
+    with db.transaction() as conn:
+        conn.root()["pinned"] = "self-signed"
+    db.close()
+    # The server's certificate is not a trusted client certificate.
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=testssl.server_cert)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(testssl.serverpw_cert, testssl.serverpw_key, password="1234")
+    with socket.create_connection(server.addr, timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            with ctx.wrap_socket(raw) as s:
+                if read_frame(s) is None:
+                    raise ConnectionError("closed")
+    db = database(server, ssl=testssl.client_ssl(), ssl_server_hostname="zodb.org")
+    with db.transaction() as conn:
+        assert conn.root()["pinned"] == "self-signed"
+    db.close()
+
+
 def test_zeo_single_example_config_is_served(zeoraid_bin, tmp_path):
     """examples/zeo-single.conf's shape (one <filestorage> with blobs) really serves."""
     import conftest

@@ -183,6 +183,76 @@ impl BlobDir {
         Ok(())
     }
 
+    /// The sibling tree `<base>.old` that keeps the blobs of the pre-pack file
+    /// (`Data.fs.old`), as Python's FileStorage does with `pack_keep_old`.
+    pub fn old_tree(&self) -> PathBuf {
+        let mut name = self.base.as_os_str().to_owned();
+        name.push(".old");
+        PathBuf::from(name)
+    }
+
+    /// Start a fresh `<base>.old` tree (an older one is removed), with the layout
+    /// marker so Python can open it as a blob directory.
+    pub fn begin_old_tree(&self) -> FsResult<BlobDir> {
+        let old = self.old_tree();
+        BlobDir::remove_all(&old)?;
+        std::fs::create_dir_all(&old)?;
+        std::fs::write(old.join(LAYOUT_MARKER), "bushy")?;
+        Ok(BlobDir { base: old })
+    }
+
+    /// Move one revision's blob file into `old` (the same relative path), and
+    /// remove the oid's directories here when they become empty. A missing file
+    /// is fine. Returns whether a file moved.
+    pub fn move_revision_to(&self, old: &BlobDir, oid: Oid, tid: Tid) -> FsResult<bool> {
+        let path = self.blob_path(oid, tid);
+        if !path.is_file() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(old.oid_path(oid))?;
+        std::fs::rename(&path, old.blob_path(oid, tid))?;
+        self.remove_empty_dirs(oid);
+        Ok(true)
+    }
+
+    /// Hard-link (else copy) every committed blob file of this tree into `old`
+    /// that is not there yet, so `old` holds every blob `Data.fs.old` refers to.
+    pub fn link_all_into(&self, old: &BlobDir) -> FsResult<usize> {
+        let mut linked = 0;
+        let mut stack = vec![self.base.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                let file_type = entry.file_type()?;
+                if file_type.is_dir() {
+                    if dir != self.base || entry.file_name() != "tmp" {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if !path.to_string_lossy().ends_with(BLOB_SUFFIX) {
+                    continue;
+                }
+                let Ok(relative) = path.strip_prefix(&self.base) else {
+                    continue;
+                };
+                let target = old.base.join(relative);
+                if target.exists() {
+                    continue;
+                }
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                if std::fs::hard_link(&path, &target).is_err() {
+                    std::fs::copy(&path, &target)?;
+                }
+                linked += 1;
+            }
+        }
+        Ok(linked)
+    }
+
     /// Remove the empty directories of `oid`, bottom up (never the base).
     pub fn remove_empty_dirs(&self, oid: Oid) {
         let mut dir = self.oid_path(oid);

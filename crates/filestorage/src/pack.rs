@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use zeoraid_storage::{Oid, StorageError, Tid};
 
+use crate::blobs::BlobDir;
 use crate::error::{FsError, FsResult};
 use crate::format::{
     encode_data_record, DataHeader, Reader, TxnHeader, FILE_HEADER_LEN, STATUS_PACKED,
@@ -553,11 +554,35 @@ impl FileStorage {
         }
         let mut removed = 0usize;
         if let Some(dir) = &self.blobs {
+            // As Python: with pack_keep_old the removed blob files move to
+            // `<blobs>.old` and the kept ones are linked there too, so the old
+            // Data.fs and the old blob tree stay a usable pair.
+            let old_tree = if self.opts.pack_keep_old {
+                Some(dir.begin_old_tree()?)
+            } else {
+                BlobDir::remove_all(&dir.old_tree())?;
+                None
+            };
             for (oid, tid) in &job.blob_candidates {
-                if !job.kept.contains(&(*oid, *tid)) && dir.exists(*oid, *tid) {
-                    dir.remove(*oid, *tid)?;
-                    removed += 1;
+                if job.kept.contains(&(*oid, *tid)) {
+                    continue;
                 }
+                match &old_tree {
+                    Some(old) => {
+                        if dir.move_revision_to(old, *oid, *tid)? {
+                            removed += 1;
+                        }
+                    }
+                    None => {
+                        if dir.exists(*oid, *tid) {
+                            dir.remove(*oid, *tid)?;
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            if let Some(old) = &old_tree {
+                dir.link_all_into(old)?;
             }
         }
         tracing::info!(

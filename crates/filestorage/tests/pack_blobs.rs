@@ -293,6 +293,25 @@ async fn second_vote_waits_for_the_first() {
     st.close().await.unwrap();
 }
 
+/// Commit a new revision of blob object 7 over `serial`.
+fn src_commit_blob(fs: &FileStorage, src: &std::path::Path, serial: Tid) -> Tid {
+    // The previous upload may be linked read-only into the blob directory.
+    let _ = std::fs::remove_file(src);
+    std::fs::write(src, b"blob three").unwrap();
+    commit(
+        fs,
+        txn(
+            "blob3",
+            vec![Operation::StoreBlob {
+                oid: oid(7),
+                serial,
+                data: Bytes::from(record(&[], b"blob")),
+                blob: src.to_path_buf(),
+            }],
+        ),
+    )
+}
+
 #[test]
 fn blobs_store_load_undo_pack() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,6 +428,35 @@ fn blobs_store_load_undo_pack() {
         std::fs::read(fs.load_blob(oid(7), t3).unwrap()).unwrap(),
         b"blob one"
     );
+    // As Python's pack_keep_old: the removed revisions moved to blobs.old, and
+    // the kept one is linked there too, next to Data.fs.old.
+    let old = dir.path().join("blobs.old");
+    let old_oid = old.join("0x00/0x00/0x00/0x00/0x00/0x00/0x00/0x07");
+    let name = |t: Tid| format!("{}.blob", zeoraid_filestorage::blobs::id_repr(&t.0));
+    assert_eq!(
+        std::fs::read_to_string(old.join(".layout")).unwrap(),
+        "bushy"
+    );
+    assert_eq!(std::fs::read(old_oid.join(name(t1))).unwrap(), b"blob one");
+    assert_eq!(std::fs::read(old_oid.join(name(t2))).unwrap(), b"blob two");
+    assert_eq!(std::fs::read(old_oid.join(name(t3))).unwrap(), b"blob one");
+    assert!(!old.join("tmp").exists());
+    drop(fs);
+
+    // Without pack_keep_old, removed blobs are deleted and no blobs.old stays.
+    let fs = open_with(&path, |o| {
+        o.blob_dir = Some(blobs.clone());
+        o.pack_keep_old = false;
+    });
+    src_commit_blob(&fs, &src, t3);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs.pack(now(), pack_opts(true)).unwrap();
+    assert!(
+        !old.exists(),
+        "blobs.old is removed when not keeping old files"
+    );
+    assert!(fs.load_blob(oid(7), t3).is_err());
+    drop(fs);
 
     // No blob dir: blobs are refused.
     let other = tempfile::tempdir().unwrap();

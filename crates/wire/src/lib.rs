@@ -12,10 +12,12 @@
 //! * [`msgpack`] — the `M5` codec on the same model.
 //! * [`message`] — [`Message`] ⇄ `(msgid, flag, name, args)`, [`Encoding`].
 //! * [`exception`] — [`ErrorPayload`]: error replies as ZEO 6 sends them.
+//! * [`extension`] — transaction extension dicts: stored bytes ⇄ wire dict.
 //! * [`error`] — [`WireError`].
 
 pub mod error;
 pub mod exception;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod message;
@@ -26,6 +28,7 @@ pub mod value;
 
 pub use error::WireError;
 pub use exception::{ConflictDetails, ErrorPayload};
+pub use extension::ExtensionError;
 pub use frame::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
 pub use handshake::ClientHandshake;
 pub use message::{decode_message, encode_message, Encoding, Message, MessageKind};

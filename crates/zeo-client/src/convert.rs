@@ -7,6 +7,7 @@ use bytes::Bytes;
 use zeoraid_storage::{
     CurrentRecord, DataRecord, HistoryEntry, LoadedRecord, Oid, Tid, TransactionMeta, UndoEntry,
 };
+use zeoraid_wire::extension::{decode_extension, encode_extension, is_plain_data};
 use zeoraid_wire::{pickle, Value};
 
 use crate::error::ClientError;
@@ -88,18 +89,9 @@ pub(crate) fn items<'a>(v: &'a Value, what: &str) -> Result<&'a [Value], ClientE
 /// Only plain data may go: a ZEO server closes the connection on any class
 /// reference it does not allow.
 pub(crate) fn extension_to_wire(stored: &[u8]) -> Result<Value, ClientError> {
-    if stored.is_empty() {
-        return Ok(Value::Dict(Vec::new()));
-    }
-    let value = pickle::decode(stored)
-        .map_err(|e| ClientError::Config(format!("undecodable transaction extension: {e}")))?;
-    if value.as_dict().is_none() {
-        return Err(ClientError::Config(format!(
-            "transaction extension is a {}, not a dict",
-            value.type_name()
-        )));
-    }
-    if !sendable(&value) {
+    let items = decode_extension(stored).map_err(|e| ClientError::Config(e.to_string()))?;
+    let value = Value::Dict(items);
+    if !is_plain_data(&value) {
         return Err(ClientError::Config(
             "transaction extension holds objects a ZEO server refuses (only plain data can be sent)"
                 .into(),
@@ -108,28 +100,9 @@ pub(crate) fn extension_to_wire(stored: &[u8]) -> Result<Value, ClientError> {
     Ok(value)
 }
 
-fn sendable(v: &Value) -> bool {
-    match v {
-        Value::None
-        | Value::Bool(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::Float(_)
-        | Value::Bytes(_)
-        | Value::Str(_) => true,
-        Value::Tuple(items) | Value::List(items) => items.iter().all(sendable),
-        Value::Dict(pairs) => pairs.iter().all(|(k, v)| sendable(k) && sendable(v)),
-        _ => false,
-    }
-}
-
-/// The stored form of an extension dict received from the server: empty bytes for
-/// an empty dict, else the pickle (protocol 3, ZEO's encoder).
+/// The stored form of an extension dict received from the server.
 pub(crate) fn extension_from_items(items: Vec<(Value, Value)>) -> Result<Bytes, ClientError> {
-    if items.is_empty() {
-        return Ok(Bytes::new());
-    }
-    Ok(Bytes::from(pickle::encode(&Value::Dict(items))?))
+    encode_extension(items).map_err(|e| ClientError::Config(e.to_string()))
 }
 
 /// The standard keys of a dict, and the rest (the extension items).

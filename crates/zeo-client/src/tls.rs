@@ -5,17 +5,14 @@
 //! Built on rustls with the ring provider.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
+use zeoraid_tls::{load_certificate_chain, load_private_key, load_trust_anchors, TrustAnchors};
 
 use crate::error::ClientError;
 use crate::options::{ServerAddress, TlsOptions};
@@ -24,52 +21,17 @@ fn tls_err(what: impl fmt::Display) -> ClientError {
     ClientError::Config(format!("TLS: {what}"))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, ClientError> {
-    let mut roots = RootCertStore::empty();
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for file in files {
-        // Files without certificates (keys, CRLs) in a directory are skipped.
-        let Ok(certs) = load_certs(&file) else {
-            continue;
-        };
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| tls_err(format!("{}: {e}", file.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(tls_err(format!(
-            "no CA certificate found in {}",
-            path.display()
-        )));
-    }
-    Ok(roots)
-}
-
-/// Verifies the chain like the WebPKI verifier but accepts a certificate that does
-/// not name the host (`check-hostname false`).
+/// Verifies the server like the WebPKI verifier, but accepts a certificate that is
+/// itself one of the `authenticate` certificates ([`TrustAnchors`], as OpenSSL
+/// does) and, with `check-hostname false`, one that does not name the host.
 #[derive(Debug)]
-struct NoHostnameVerifier(Arc<WebPkiServerVerifier>);
+struct ServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    anchors: TrustAnchors,
+    check_hostname: bool,
+}
 
-impl ServerCertVerifier for NoHostnameVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -78,13 +40,24 @@ impl ServerCertVerifier for NoHostnameVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_hostname => Ok(ServerCertVerified::assertion()),
+            // A pinned certificate is accepted as it is; the host name is only
+            // checked against it when asked to (webpki stopped before).
+            Err(e) if self.anchors.accepts_as_pinned(&e, end_entity) => {
+                if self.check_hostname {
+                    check_pinned_name(end_entity, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -95,7 +68,7 @@ impl ServerCertVerifier for NoHostnameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -104,11 +77,11 @@ impl ServerCertVerifier for NoHostnameVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
@@ -135,32 +108,25 @@ impl Tls {
         let ca = options.authenticate.as_deref().ok_or_else(|| {
             tls_err("`authenticate` (CA file or directory) is required; the system trust store is not used")
         })?;
-        let roots = Arc::new(load_roots(ca)?);
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?;
-        let builder = if options.check_hostname {
-            builder.with_root_certificates(roots)
-        } else {
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        let anchors = load_trust_anchors(ca).map_err(tls_err)?;
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(anchors.store.clone(), provider.clone())
                 .build()
                 .map_err(tls_err)?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoHostnameVerifier(inner)))
-        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+                webpki,
+                anchors,
+                check_hostname: options.check_hostname,
+            }));
         let config = match &options.certificate {
             Some(cert_path) => {
-                let certs = load_certs(cert_path)?;
-                if certs.is_empty() {
-                    return Err(tls_err(format!(
-                        "no certificate in {}",
-                        cert_path.display()
-                    )));
-                }
+                let certs = load_certificate_chain(cert_path).map_err(tls_err)?;
                 let key_path = options.key.as_deref().unwrap_or(cert_path);
-                let key = PrivateKeyDer::from_pem_file(key_path)
-                    .map_err(|e| tls_err(format!("{}: {e}", key_path.display())))?;
+                let key = load_private_key(key_path).map_err(tls_err)?;
                 builder.with_client_auth_cert(certs, key).map_err(tls_err)?
             }
             None => builder.with_no_client_auth(),
@@ -188,4 +154,13 @@ impl Tls {
         ServerName::try_from(host.clone())
             .map_err(|e| tls_err(format!("bad server name {host:?}: {e}")))
     }
+}
+
+/// The host-name check webpki would have made on a pinned certificate.
+fn check_pinned_name(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+    rustls::client::verify_server_name(&parsed, server_name)
 }

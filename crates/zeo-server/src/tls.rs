@@ -3,13 +3,15 @@
 //! file or directory (mutual TLS, always required). No hostname check on clients.
 //! Built on rustls with the ring provider.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use zeoraid_tls::{load_certificate_chain, load_private_key, load_trust_anchors, TrustAnchors};
 
 use crate::error::ServerError;
 
@@ -32,63 +34,17 @@ fn tls_err(what: impl std::fmt::Display) -> ServerError {
     ServerError::Tls(what.to_string())
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    Ok(certs)
-}
-
-fn load_ca(path: &Path) -> Result<RootCertStore, ServerError> {
-    let mut roots = RootCertStore::empty();
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for file in files {
-        // In a directory, files that hold no certificate (keys, CRLs) are skipped.
-        let Ok(certs) = load_certs(&file) else {
-            continue;
-        };
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| tls_err(format!("{}: {e}", file.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(tls_err(format!(
-            "no CA certificate found in {}",
-            path.display()
-        )));
-    }
-    Ok(roots)
-}
-
 /// Build the acceptor from the options.
 pub fn acceptor(options: &TlsOptions) -> Result<Acceptor, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = load_certs(&options.certificate)?;
-    if certs.is_empty() {
-        return Err(tls_err(format!(
-            "no certificate in {}",
-            options.certificate.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(&options.key)
-        .map_err(|e| tls_err(format!("{}: {e}", options.key.display())))?;
-    let roots = load_ca(&options.authenticate)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(tls_err)?;
+    let certs = load_certificate_chain(&options.certificate).map_err(tls_err)?;
+    let key = load_private_key(&options.key).map_err(tls_err)?;
+    let anchors = load_trust_anchors(&options.authenticate).map_err(tls_err)?;
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(anchors.store.clone(), provider.clone())
+            .build()
+            .map_err(tls_err)?;
+    let verifier = Arc::new(ClientVerifier { webpki, anchors });
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
@@ -96,4 +52,57 @@ pub fn acceptor(options: &TlsOptions) -> Result<Acceptor, ServerError> {
         .with_single_cert(certs, key)
         .map_err(tls_err)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// WebPKI client verification, plus OpenSSL's acceptance of a client certificate
+/// that is itself one of the `authenticate` certificates ([`TrustAnchors`]).
+#[derive(Debug)]
+struct ClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    anchors: TrustAnchors,
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(e) if self.anchors.accepts_as_pinned(&e, end_entity) => {
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }

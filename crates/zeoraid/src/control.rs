@@ -98,19 +98,31 @@ pub fn disable(
 ) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_config(config_path)?;
     block_on(async {
-        let storage = client.raid_storage(storage).await?;
-        let path = format!(
-            "/storages/{}/backends/{}/disable",
-            path_segment(&storage),
-            path_segment(backend)
-        );
-        let result = client.post(&path, ACTION_TIMEOUT).await?;
-        if !result.ok {
-            bail!("{}", result.message);
-        }
-        println!("{}", result.message);
+        backend_action(&client, storage, backend, "disable").await?;
         Ok(ExitCode::from(NAGIOS_OK))
     })?
+}
+
+/// Posts `action` for a backend of a RAID, prints the server's message and
+/// returns the storage's name; a refusal is an error carrying that message.
+async fn backend_action(
+    client: &AdminClient,
+    storage: Option<&str>,
+    backend: &str,
+    action: &str,
+) -> anyhow::Result<String> {
+    let storage = client.raid_storage(storage).await?;
+    let path = format!(
+        "/storages/{}/backends/{}/{action}",
+        path_segment(&storage),
+        path_segment(backend)
+    );
+    let result = client.post(&path, ACTION_TIMEOUT).await?;
+    if !result.ok {
+        bail!("{}", result.message);
+    }
+    println!("{}", result.message);
+    Ok(storage)
 }
 
 /// `zeoraid recover BACKEND`: starts (and with `wait`, follows) a recovery.
@@ -122,17 +134,7 @@ pub fn recover(
 ) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_config(config_path)?;
     block_on(async {
-        let storage = client.raid_storage(storage).await?;
-        let path = format!(
-            "/storages/{}/backends/{}/recover",
-            path_segment(&storage),
-            path_segment(backend)
-        );
-        let result = client.post(&path, ACTION_TIMEOUT).await?;
-        if !result.ok {
-            bail!("{}", result.message);
-        }
-        println!("{}", result.message);
+        let storage = backend_action(&client, storage, backend, "recover").await?;
         if !wait {
             return Ok(ExitCode::from(NAGIOS_OK));
         }

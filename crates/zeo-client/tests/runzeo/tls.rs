@@ -190,3 +190,51 @@ async fn tls_with_client_certificates() {
     };
     assert!(ZeoClient::connect(quick(other_ca)).await.is_err());
 }
+
+/// ZEO's own test certificates (`ZEO/tests/*.pem`, as `ZEO.tests.testssl` uses
+/// them): self-signed `CA:TRUE` certificates, each side trusting exactly the other's
+/// certificate. OpenSSL accepts a certificate that is itself a trust anchor; so
+/// does our client, and only that exact certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_zeos_self_signed_test_certificates() {
+    init_tracing();
+    let zeo_tests = crate::common::venv().join("lib");
+    let zeo_tests = std::fs::read_dir(&zeo_tests)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/ZEO/tests"))
+        .find(|p| p.join("server.pem").is_file())
+        .expect("ZEO's test certificates in the venv");
+    let cert = |name: &str| zeo_tests.join(name);
+    let server = ZeoServer::start(ServerConfig {
+        zeo_extra: format!(
+            "  <ssl>\n    certificate {}\n    key {}\n    authenticate {}\n  </ssl>\n",
+            cert("server.pem").display(),
+            cert("server_key.pem").display(),
+            cert("client.pem").display()
+        ),
+        ..Default::default()
+    });
+    let tls = TlsOptions {
+        certificate: Some(cert("client.pem")),
+        key: Some(cert("client_key.pem")),
+        authenticate: Some(cert("server.pem")),
+        check_hostname: false,
+        server_hostname: None,
+    };
+    let client = ZeoClient::connect(server.options().tls(tls.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(client.last_transaction().await.unwrap(), Tid::ZERO);
+    drop(client);
+    // Trusting another self-signed certificate than the server's: refused.
+    let mut quick = server
+        .options()
+        .tls(TlsOptions {
+            authenticate: Some(cert("client.pem")),
+            ..tls
+        })
+        .connect_timeout(Duration::from_millis(800));
+    quick.wait_timeout = Duration::from_millis(1000);
+    assert!(ZeoClient::connect(quick).await.is_err());
+}

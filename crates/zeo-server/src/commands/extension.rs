@@ -1,70 +1,39 @@
-//! Transaction extension dicts: pickled for the storage at vote time (empty dict →
-//! empty bytes, as ZODB does) and unpickled for history, undo log and iterator
-//! replies. Entries that cannot travel back to a client (opaque objects written by
-//! Python applications, e.g. a `datetime`) are dropped with a debug log line.
+//! Transaction extension dicts in the server: the client's `tpc_begin` dict stored
+//! as bytes at vote time, and stored bytes turned back into dict items for history,
+//! undo log and iterator replies (the conversions live in the wire layer). Entries
+//! that cannot travel back to a client (opaque objects written by Python
+//! applications, e.g. a `datetime`) are dropped with a debug log line.
 
 use bytes::Bytes;
 use tracing::debug;
-use zeoraid_wire::Value;
+use zeoraid_wire::extension::{decode_extension, encode_extension_value, is_plain_data};
+use zeoraid_wire::{ExtensionError, Value};
 
 use crate::error::ZeoError;
 
-/// Whether a value can be sent to a ZEO client (builtin types only).
-pub(crate) fn sendable(value: &Value) -> bool {
-    match value {
-        Value::None
-        | Value::Bool(_)
-        | Value::Int(_)
-        | Value::BigInt(_)
-        | Value::Float(_)
-        | Value::Bytes(_)
-        | Value::Str(_) => true,
-        Value::Tuple(v) | Value::List(v) => v.iter().all(sendable),
-        Value::Dict(d) => d.iter().all(|(k, v)| sendable(k) && sendable(v)),
-        _ => false,
-    }
-}
-
 /// The stored form of the extension dict a client sent in `tpc_begin`.
 pub(crate) fn encode(ext: &Value) -> Result<Bytes, ZeoError> {
-    match ext {
-        Value::Dict(d) if d.is_empty() => Ok(Bytes::new()),
-        Value::None => Ok(Bytes::new()),
-        Value::Dict(_) => zeoraid_wire::pickle::encode(ext)
-            .map(Bytes::from)
-            .map_err(|e| ZeoError::value_error(format!("cannot pickle extension: {e}"))),
-        other => Err(ZeoError::type_error(format!(
-            "extension must be a dict, not {}",
-            other.type_name()
-        ))),
-    }
+    encode_extension_value(ext).map_err(|e| match e {
+        ExtensionError::WrongType(_) => ZeoError::type_error(e.to_string()),
+        other => ZeoError::value_error(other.to_string()),
+    })
 }
 
 /// The extension dict's items, minus what cannot be sent.
 pub(crate) fn decode(stored: &[u8]) -> Vec<(Value, Value)> {
-    if stored.is_empty() {
-        return Vec::new();
-    }
-    match zeoraid_wire::pickle::decode(stored) {
-        Ok(Value::Dict(items)) => items
+    match decode_extension(stored) {
+        Ok(items) => items
             .into_iter()
             .filter(|(k, v)| {
-                let ok = sendable(k) && sendable(v);
+                let ok = is_plain_data(k) && is_plain_data(v);
                 if !ok {
                     debug!("dropping extension entry {k:?} that cannot be sent to clients");
                 }
                 ok
             })
             .collect(),
-        Ok(other) => {
-            debug!(
-                "extension is a {} rather than a dict; ignored",
-                other.type_name()
-            );
-            Vec::new()
-        }
         Err(e) => {
-            debug!("undecodable extension ({e}); ignored");
+            debug!("{e}; ignored");
             Vec::new()
         }
     }
