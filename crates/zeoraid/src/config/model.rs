@@ -693,7 +693,10 @@ fn raid_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<RaidCon
 /// `<config file>.<storage name>.state`, next to the configuration file.
 fn default_state_file(section: &Section) -> PathBuf {
     let mut name = section.pos.file.as_os_str().to_owned();
-    name.push(format!(".{}.state", section.name.as_deref().unwrap_or("raid")));
+    name.push(format!(
+        ".{}.state",
+        section.name.as_deref().unwrap_or("raid")
+    ));
     PathBuf::from(name)
 }
 

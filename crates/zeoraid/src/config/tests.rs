@@ -159,7 +159,9 @@ fn raid_with_backends_defaults_and_inherited_timeout() {
     let raid = raid_of(&config.storages[0]);
     assert_eq!(raid.cluster_mode, ClusterMode::Single);
     assert!(
-        raid.state_file.to_string_lossy().ends_with("zeoraid.conf.1.state"),
+        raid.state_file
+            .to_string_lossy()
+            .ends_with("zeoraid.conf.1.state"),
         "{:?}",
         raid.state_file
     );
