@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{commit, current, store, txn};
+use common::{assert_optimal, commit, current, degraded_reason, store, txn};
 use zeoraid_filestorage::{AsyncFileStorage, Options, PackOptions};
-use zeoraid_raid::{BackendSpec, BackendState, RaidOptions, RaidStatus, RaidStorage};
+use zeoraid_raid::{BackendSpec, RaidOptions, RaidStatus, RaidStorage};
 use zeoraid_storage::{Oid, Operation, Storage, StorageError, Tid};
 
 struct Fs {
@@ -58,21 +58,6 @@ async fn raid_of(backends: &[(&str, &Fs)]) -> RaidStorage {
         .unwrap()
 }
 
-fn reason(raid: &RaidStorage, name: &str) -> String {
-    match raid.backend_state(name) {
-        Some(BackendState::Degraded { reason }) => reason,
-        other => panic!("{name} is not degraded: {other:?}"),
-    }
-}
-
-fn assert_optimal(raid: &RaidStorage, name: &str) {
-    assert_eq!(
-        raid.backend_state(name),
-        Some(BackendState::Optimal),
-        "{name}"
-    );
-}
-
 async fn new_oid(raid: &RaidStorage) -> Oid {
     raid.new_oids(1).await.unwrap()[0]
 }
@@ -102,7 +87,7 @@ async fn a_first_backend_already_packing_is_degraded_not_the_second() {
         + 1.0;
     let _job = a.storage.engine().pack_prepare(now, opts).unwrap();
     raid.pack(now).await.unwrap();
-    let why = reason(&raid, "a");
+    let why = degraded_reason(&raid, "a");
     assert!(why.contains("Already packing"), "{why}");
     assert!(
         why.starts_with("pack refused while other backends answered"),
@@ -134,7 +119,7 @@ async fn a_first_backend_refusing_out_of_its_own_state_is_degraded_not_the_secon
     let tid = commit(&raid, vec![store(oid, Tid::ZERO, "x")])
         .await
         .unwrap();
-    let why = reason(&raid, "b0");
+    let why = degraded_reason(&raid, "b0");
     assert_eq!(
         why,
         "vote refused while other backends answered: storage error: transaction 7 is already voted"
@@ -150,7 +135,7 @@ async fn a_first_backend_refusing_out_of_its_own_state_is_degraded_not_the_secon
         common::Action::Refuse("oid space exhausted"),
     );
     let oid = new_oid(&raid).await;
-    assert!(reason(&raid, "b0").contains("oid space exhausted"));
+    assert!(degraded_reason(&raid, "b0").contains("oid space exhausted"));
     let tid = commit(&raid, vec![store(oid, Tid::ZERO, "x")])
         .await
         .unwrap();
@@ -164,7 +149,8 @@ async fn a_first_backend_refusing_out_of_its_own_state_is_degraded_not_the_secon
     for _ in 0..2 {
         assert_eq!(current(&raid, oid).await.unwrap().1, tid2);
     }
-    assert!(reason(&raid, "b0").starts_with("load_before refused while other backends answered"));
+    assert!(degraded_reason(&raid, "b0")
+        .starts_with("load_before refused while other backends answered"));
     assert_optimal(&raid, "b1");
     assert!(tid > Tid::ZERO);
 }
@@ -181,9 +167,9 @@ async fn a_first_backend_opened_read_only_is_degraded_not_the_second() {
     // new_oids: `a` refuses, `b` answers.
     let oid = new_oid(&raid).await;
     assert!(
-        reason(&raid, "a").contains("read-only"),
+        degraded_reason(&raid, "a").contains("read-only"),
         "{}",
-        reason(&raid, "a")
+        degraded_reason(&raid, "a")
     );
     assert_optimal(&raid, "b");
     let tid = commit(&raid, vec![store(oid, Tid::ZERO, "x")])
@@ -200,7 +186,7 @@ async fn a_first_backend_opened_read_only_is_degraded_not_the_second() {
     let tid = commit(&raid, vec![store(Oid::from_u64(5), Tid::ZERO, "x")])
         .await
         .unwrap();
-    let why = reason(&raid, "a");
+    let why = degraded_reason(&raid, "a");
     assert!(
         why.starts_with("vote refused while other backends answered: storage is read-only"),
         "{why}"
@@ -237,7 +223,7 @@ async fn a_first_backend_without_a_blob_directory_is_degraded_not_the_second() {
     )
     .await
     .unwrap();
-    let why = reason(&raid, "a");
+    let why = degraded_reason(&raid, "a");
     assert!(why.contains("not supported"), "{why}");
     assert_optimal(&raid, "b");
     let path = raid.load_blob(oid, tid).await.unwrap();
@@ -283,7 +269,7 @@ async fn a_read_refused_by_the_first_backend_degrades_it_once_another_answers() 
         let path = raid.load_blob(oid, tid).await.unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "both");
     }
-    let why = reason(&raid, "a");
+    let why = degraded_reason(&raid, "a");
     assert!(
         why.starts_with("load_blob refused while other backends answered"),
         "{why}"

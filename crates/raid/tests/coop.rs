@@ -10,10 +10,10 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::{backends, commit, current, open, specs, store, Action, Faulty, Op};
-use zeoraid_raid::{
-    BackendState, ClusterMode, FailMode, RaidOptions, RaidStatus, RaidStorage, ReadPolicy,
+use common::{
+    backends, commit, commit_new, current, degraded_reason, open, specs, store, Action, Faulty, Op,
 };
+use zeoraid_raid::{ClusterMode, FailMode, RaidOptions, RaidStatus, RaidStorage, ReadPolicy};
 use zeoraid_storage::{Oid, Storage, StorageError, Tid};
 
 fn coop(fail_mode: FailMode) -> RaidOptions {
@@ -23,21 +23,6 @@ fn coop(fail_mode: FailMode) -> RaidOptions {
         fail_mode,
         ..RaidOptions::default()
     }
-}
-
-fn reason(raid: &RaidStorage, name: &str) -> String {
-    match raid.backend_state(name) {
-        Some(BackendState::Degraded { reason }) => reason,
-        other => panic!("{name} is not degraded: {other:?}"),
-    }
-}
-
-async fn commit_new(raid: &RaidStorage, data: &str) -> (Oid, Tid) {
-    let oid = raid.new_oids(1).await.unwrap()[0];
-    let tid = commit(raid, vec![store(oid, Tid::ZERO, data)])
-        .await
-        .unwrap();
-    (oid, tid)
 }
 
 #[tokio::test]
@@ -104,7 +89,7 @@ async fn coop_opens_failed_when_half_the_backends_are_behind() {
         .unwrap();
     let raid = open(&b, coop(FailMode::Close)).await;
     assert_eq!(raid.status(), RaidStatus::Failed);
-    assert_eq!(reason(&raid, "b1"), "missing transactions");
+    assert_eq!(degraded_reason(&raid, "b1"), "missing transactions");
     // A recovery brings the majority back.
     raid.recover("b1").await.unwrap();
     assert_eq!(raid.status(), RaidStatus::Optimal);
@@ -127,7 +112,7 @@ async fn voted_reads_ask_every_backend_and_degrade_the_one_that_differs() {
         .await
         .unwrap();
     assert_eq!(current(&raid, oid).await.unwrap(), ("a".into(), t1));
-    let why = reason(&raid, "b2");
+    let why = degraded_reason(&raid, "b2");
     assert!(
         why.starts_with("disagreed on load_before: answered result"),
         "{why}"
@@ -157,7 +142,7 @@ async fn a_read_vote_without_majority_goes_to_the_first_backend() {
         .unwrap();
     let (data, _) = current(&raid, oid).await.unwrap();
     assert_eq!(data, "first");
-    assert!(reason(&raid, "b1").starts_with("disagreed on load_before"));
+    assert!(degraded_reason(&raid, "b1").starts_with("disagreed on load_before"));
     // A read that fails on one backend degrades it and takes the other's answer.
     let b = backends(2);
     let raid = open(
@@ -171,7 +156,7 @@ async fn a_read_vote_without_majority_goes_to_the_first_backend() {
     let (oid, t1) = commit_new(&raid, "a").await;
     b[0].next(Op::Read, Action::Fail);
     assert_eq!(current(&raid, oid).await.unwrap().1, t1);
-    assert!(reason(&raid, "b0").contains("injected failure"));
+    assert!(degraded_reason(&raid, "b0").contains("injected failure"));
 }
 
 async fn two_raids(b: &[Arc<Faulty>]) -> (Arc<RaidStorage>, Arc<RaidStorage>) {

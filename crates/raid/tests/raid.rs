@@ -15,30 +15,6 @@ use zeoraid_raid::{
 };
 use zeoraid_storage::{Invalidation, Oid, Operation, Storage, StorageError, Tid, VoteOutcome};
 
-fn degraded_reason(raid: &RaidStorage, name: &str) -> String {
-    match raid.backend_state(name).expect("backend") {
-        BackendState::Degraded { reason } => reason,
-        other => panic!("{name} is {other}, not degraded"),
-    }
-}
-
-fn assert_optimal(raid: &RaidStorage, name: &str) {
-    assert_eq!(
-        raid.backend_state(name),
-        Some(BackendState::Optimal),
-        "{name} should be optimal"
-    );
-}
-
-/// Commits a fresh object through the RAID; returns its oid and tid.
-async fn commit_new(raid: &RaidStorage, data: &str) -> (Oid, Tid) {
-    let oid = raid.new_oids(1).await.unwrap()[0];
-    let tid = commit(raid, vec![store(oid, Tid::ZERO, data)])
-        .await
-        .unwrap();
-    (oid, tid)
-}
-
 async fn assert_identical(backends: &[&Arc<Faulty>]) {
     let reference = transactions(&*backends[0].inner).await;
     for b in &backends[1..] {

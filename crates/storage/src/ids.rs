@@ -327,7 +327,15 @@ mod tests {
 
     #[test]
     fn ids_order_like_their_bytes() {
-        let values = [0u64, 1, 0xff, 0x100, 0x0100_0000_0000_0000, u64::MAX - 1, u64::MAX];
+        let values = [
+            0u64,
+            1,
+            0xff,
+            0x100,
+            0x0100_0000_0000_0000,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
         for &a in &values {
             for &b in &values {
                 let (x, y) = (Oid::from_u64(a), Oid::from_u64(b));

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use zeoraid_memstorage::MemStorage;
-use zeoraid_raid::{RaidOptions, RaidStorage};
+use zeoraid_raid::{BackendState, RaidOptions, RaidStorage};
 use zeoraid_storage::{
     Conflict, CurrentRecord, HistoryEntry, Invalidation, LoadedRecord, Oid, Operation, Storage,
     StorageError, StorageInfo, StorageResult, Tid, Transaction, TransactionMeta, TransactionRecord,
@@ -325,4 +325,29 @@ pub async fn current(s: &dyn Storage, oid: Oid) -> StorageResult<(Bytes, Tid)> {
         .await?
         .ok_or(StorageError::PosKey { oid })?;
     Ok((rec.data, rec.start))
+}
+
+/// The reason backend `name` is degraded; panics when it is not.
+pub fn degraded_reason(raid: &RaidStorage, name: &str) -> String {
+    match raid.backend_state(name) {
+        Some(BackendState::Degraded { reason }) => reason,
+        other => panic!("{name} is not degraded: {other:?}"),
+    }
+}
+
+pub fn assert_optimal(raid: &RaidStorage, name: &str) {
+    assert_eq!(
+        raid.backend_state(name),
+        Some(BackendState::Optimal),
+        "{name} should be optimal"
+    );
+}
+
+/// Commits a fresh object through the RAID; returns its oid and tid.
+pub async fn commit_new(raid: &RaidStorage, data: &str) -> (Oid, Tid) {
+    let oid = raid.new_oids(1).await.unwrap()[0];
+    let tid = commit(raid, vec![store(oid, Tid::ZERO, data)])
+        .await
+        .unwrap();
+    (oid, tid)
 }
