@@ -94,9 +94,10 @@ pub(crate) async fn derive(backends: &[Arc<Backend>], recorded: Option<&[String]
         }
     }
     let tids: Vec<Option<Tid>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
-    for (b, tid) in backends.iter().zip(&tids) {
-        if let Some(tid) = tid {
-            b.note_tid(*tid);
+    // Details show what each backend reports, a cut-off tid included.
+    for (i, b) in backends.iter().enumerate() {
+        if let Some(tid) = cut_off[i].or(tids[i]) {
+            b.note_tid(tid);
         }
     }
     let newest_held = tids.iter().flatten().max().copied().unwrap_or(Tid::ZERO);
