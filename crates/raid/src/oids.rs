@@ -9,7 +9,7 @@
 //!
 //! **Why it is safe.** Afterwards every optimal backend's own counter is at or above
 //! `top`, so every optimal backend is past every oid the RAID ever handed out while
-//! it was optimal: a restarted RAID (which keeps no state of its own) asks them again
+//! it was optimal: a restarted RAID (which keeps no oid state of its own) asks them again
 //! and gets only fresh oids, whichever of them are still reachable. A backend that
 //! was behind (degraded, recovered, or brand new) is pulled up on the first call.
 //! Each backend's counter is also above the oids it stores, so the range is above

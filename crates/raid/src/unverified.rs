@@ -1,6 +1,7 @@
-//! Backends that did not answer at startup. The RAID keeps no state of its own,
-//! so it cannot know whether such a backend holds transactions the reachable ones
-//! lack (it may have been the only optimal one when the RAID stopped). Writing
+//! Backends that did not answer at startup, when the RAID's record of optimal
+//! backends cannot vouch for a reachable one (`startup.rs`): the RAID cannot know
+//! whether such a backend holds transactions the reachable ones lack (it may have
+//! been the only optimal one when the RAID stopped). Writing
 //! on the reachable ones would then fork the history and hand out oids again that
 //! the unreachable one handed out. So while any backend is *unverified*, writes
 //! (`new_oids`, `vote`, `pack`) are refused with `ReadOnly`; reads go on from the
