@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
 use crate::loadgen;
 use crate::procs::{self, Proc, Server};
+use crate::pyclients::Answer;
 use crate::stats::{verdict, Metric, Results, Sample};
 
 #[derive(Debug, Args)]
@@ -36,20 +36,6 @@ pub struct ClientArgs {
 
 const OURS: &str = "ZeoClient (Rust)";
 const PY: &str = "ClientStorage (Python)";
-
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    ops: u64,
-    #[serde(default)]
-    elapsed: f64,
-    #[serde(default)]
-    cpu: f64,
-    #[serde(default)]
-    lat_us: Vec<u64>,
-    #[serde(default)]
-    error: Option<String>,
-}
 
 /// `bench/client_python.py`: one ClientStorage, one command per line.
 struct PythonClient {

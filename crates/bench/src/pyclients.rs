@@ -13,18 +13,19 @@ use tokio::process::{ChildStdin, ChildStdout};
 use crate::procs::{Proc, Server};
 use crate::stats::Sample;
 
+/// One JSON answer line of a Python benchmark driver (`bench/*.py`).
 #[derive(Deserialize)]
-struct Answer {
+pub(crate) struct Answer {
     #[serde(default)]
-    ops: u64,
+    pub ops: u64,
     #[serde(default)]
-    elapsed: f64,
+    pub elapsed: f64,
     #[serde(default)]
-    cpu: f64,
+    pub cpu: f64,
     #[serde(default)]
-    lat_us: Vec<u64>,
+    pub lat_us: Vec<u64>,
     #[serde(default)]
-    error: Option<String>,
+    pub error: Option<String>,
 }
 
 struct Driver {

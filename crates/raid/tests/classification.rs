@@ -202,6 +202,21 @@ async fn blob_file(dir: &Path, content: &str) -> PathBuf {
     path
 }
 
+/// Commits a first revision of blob object `oid` from the upload file `blob`.
+async fn commit_blob(raid: &RaidStorage, oid: Oid, blob: std::path::PathBuf) -> Tid {
+    commit(
+        raid,
+        vec![Operation::StoreBlob {
+            oid,
+            serial: Tid::ZERO,
+            data: Bytes::from_static(b"blob record"),
+            blob,
+        }],
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_first_backend_without_a_blob_directory_is_degraded_not_the_second() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,17 +227,7 @@ async fn a_first_backend_without_a_blob_directory_is_degraded_not_the_second() {
     let raid = raid_of(&[("a", &a), ("b", &b)]).await;
     let oid = new_oid(&raid).await;
     let blob = blob_file(dir.path(), "blob-data").await;
-    let tid = commit(
-        &raid,
-        vec![Operation::StoreBlob {
-            oid,
-            serial: Tid::ZERO,
-            data: Bytes::from_static(b"blob record"),
-            blob,
-        }],
-    )
-    .await
-    .unwrap();
+    let tid = commit_blob(&raid, oid, blob).await;
     let why = degraded_reason(&raid, "a");
     assert!(why.contains("not supported"), "{why}");
     assert_optimal(&raid, "b");
@@ -240,17 +245,7 @@ async fn a_read_refused_by_the_first_backend_degrades_it_once_another_answers() 
     let raid = raid_of(&[("a", &a), ("b", &b)]).await;
     let oid = new_oid(&raid).await;
     let blob = blob_file(dir.path(), "both").await;
-    let tid = commit(
-        &raid,
-        vec![Operation::StoreBlob {
-            oid,
-            serial: Tid::ZERO,
-            data: Bytes::from_static(b"blob record"),
-            blob,
-        }],
-    )
-    .await
-    .unwrap();
+    let tid = commit_blob(&raid, oid, blob).await;
     drop(raid);
     // Same data, no blob directory: open a's file again without blobs.
     a.storage.close().await.unwrap();
