@@ -2,7 +2,7 @@
 
     python bench/fs_python.py generate PATH --size BYTES   # write the test Data.fs
     python bench/fs_python.py open PATH [--no-index]        # time FileStorage(PATH, read_only=True)
-    python bench/fs_python.py loads PATH --count N --max-oid M
+    python bench/fs_python.py loads PATH --max-oid M        # stdin: "N" per line → N loads
     python bench/fs_python.py commits PATH --count N        # fresh file, N one-object commits
 
 Each prints one JSON line. `generate` writes transactions of 200 records (100–900
@@ -85,15 +85,29 @@ def open_(args):
 
 
 def loads(args):
+    """Answer each stdin line "N" with the time of N random loadBefore calls.
+
+    The storage stays open and the random sequence goes on from slice to slice,
+    so the benchmark can interleave short slices of ours and Python's loads and
+    both sides see the same background load. `cpu` is the thread's CPU time
+    (the scheduler's run time, like /proc/thread-self/schedstat on the Rust side).
+    """
     fs = FileStorage(args.path, read_only=True)
     rng = random.Random(args.seed)
-    oids = [p64(rng.randint(1, args.max_oid)) for _ in range(args.count)]
-    t0 = time.perf_counter()
-    for oid in oids:
-        fs.loadBefore(oid, maxtid)
-    elapsed = time.perf_counter() - t0
+    out({"ready": True})
+    for line in sys.stdin:
+        line = line.strip()
+        if not line or line == "quit":
+            break
+        oids = [p64(rng.randint(1, args.max_oid)) for _ in range(int(line))]
+        cpu0 = time.thread_time()
+        t0 = time.perf_counter()
+        for oid in oids:
+            fs.loadBefore(oid, maxtid)
+        elapsed = time.perf_counter() - t0
+        cpu = time.thread_time() - cpu0
+        out({"ops": len(oids), "elapsed": elapsed, "cpu": cpu})
     fs.close()
-    out({"ops": len(oids), "elapsed": elapsed})
 
 
 def commits(args):
@@ -124,7 +138,6 @@ def main():
     o.add_argument("--no-index", action="store_true")
     lo = sub.add_parser("loads")
     lo.add_argument("path")
-    lo.add_argument("--count", type=int, required=True)
     lo.add_argument("--max-oid", type=int, required=True)
     lo.add_argument("--seed", type=int, default=1)
     c = sub.add_parser("commits")

@@ -78,12 +78,14 @@ struct Measured {
 
 async fn measure(args: &RaidArgs, sys: &System) -> anyhow::Result<Measured> {
     let c = &args.common;
-    let clients = loadgen::connect(&sys.front.addr, args.lg_connections).await?;
+    let connections =
+        loadgen::LoadConnection::connect_many(&sys.front.addr, args.lg_connections).await?;
     let (cpu0, front0) = (sys.cpu()?, sys.front.cpu()?);
-    let mut load = loadgen::loads(&clients, args.lg_pipeline, sys.oids.clone(), c.seconds).await?;
+    let mut load =
+        loadgen::pipelined_loads(connections, args.lg_pipeline, sys.oids.clone(), c.seconds)
+            .await?;
     load.server_cpu = sys.cpu()? - cpu0;
     let load_front_cpu = sys.front.cpu()? - front0;
-    loadgen::close(clients);
     let clients = loadgen::connect(&sys.front.addr, args.lg_commit_connections).await?;
     let (cpu0, front0) = (sys.cpu()?, sys.front.cpu()?);
     let mut commit = loadgen::commits(&clients, c.seconds).await?;

@@ -111,13 +111,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         if !args.skip_loadgen {
             for &i in &order {
                 let s = servers[i];
-                let clients = loadgen::connect(&s.addr, args.lg_connections).await?;
+                let connections =
+                    loadgen::LoadConnection::connect_many(&s.addr, args.lg_connections).await?;
                 let cpu0 = s.cpu()?;
-                let mut load =
-                    loadgen::loads(&clients, args.lg_pipeline, preloaded[i].clone(), c.seconds)
-                        .await?;
+                let mut load = loadgen::pipelined_loads(
+                    connections,
+                    args.lg_pipeline,
+                    preloaded[i].clone(),
+                    c.seconds,
+                )
+                .await?;
                 load.server_cpu = s.cpu()? - cpu0;
-                loadgen::close(clients);
                 let clients = loadgen::connect(&s.addr, args.lg_commit_connections).await?;
                 let cpu0 = s.cpu()?;
                 let mut commit = loadgen::commits(&clients, c.seconds).await?;

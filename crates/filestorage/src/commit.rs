@@ -1,7 +1,9 @@
 //! Two-phase commit: `vote` checks the whole transaction and appends it with
-//! status `c` (checkpoint); `finish` flips the status byte to `' '` (or `p`),
-//! fsyncs, then publishes the new records in the index; `abort` truncates the
-//! appended bytes so no trace is left.
+//! status `c` (checkpoint), fsynced by default; `finish` flips the status byte
+//! to `' '` (or `p`) and publishes the new records in the index — the commit
+//! point — and its durability is a group fsync (`group_sync.rs`) shared with
+//! the finishes and votes around it; `abort` truncates the appended bytes so no
+//! trace is left.
 //!
 //! One transaction at a time may be voted; a second `vote` on the synchronous
 //! engine is refused (the async adapter makes it wait instead).
@@ -20,6 +22,7 @@ use crate::format::{
     encode_data_record, DataHeader, Reader, TxnHeader, STATUS_CHECKPOINT, STATUS_NORMAL,
     STATUS_PACKED, TXN_HEADER_LEN,
 };
+use crate::group_sync::WriteSeq;
 use crate::storage::{FileStorage, State};
 
 /// A voted transaction, between `vote` and `finish`/`abort`.
@@ -278,6 +281,8 @@ impl FileStorage {
                 p.id
             )));
         }
+        // Finishes waiting for durability now let this vote's fsync cover them.
+        let _vote_in_progress = self.opts.vote_fsync.then(|| self.group_sync.vote_begins());
         if txn.status != STATUS_NORMAL && txn.status != STATUS_PACKED {
             return Err(FsError::transaction(format!(
                 "invalid transaction status {:?}",
@@ -403,14 +408,7 @@ impl FileStorage {
         out.extend_from_slice(&b.recs);
         out.extend_from_slice(&tlen.to_be_bytes());
         let tpos = b.tpos;
-        let written = st.file.write_all_at(&out, tpos).and_then(|()| {
-            if self.opts.vote_fsync {
-                st.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = written {
+        if let Err(e) = st.file.write_all_at(&out, tpos) {
             tracing::error!(
                 "{}: writing the voted transaction failed: {e}",
                 self.path.display()
@@ -418,6 +416,19 @@ impl FileStorage {
             let _ = st.file.set_len(tpos);
             remove_files(&blob_files);
             return Err(e.into());
+        }
+        if self.opts.vote_fsync {
+            // Through the group sync, so that this fsync also covers the status
+            // bytes of the finishes before it (and they need none of their own).
+            let seq = self.group_sync.note_write();
+            let file = st.file.clone();
+            if let Err(e) = self.group_sync.sync_covering(seq, || file) {
+                tracing::error!("{}: voting: {e}", self.path.display());
+                // No fsync after a failed one: the truncation is best effort.
+                let _ = st.file.set_len(tpos);
+                remove_files(&blob_files);
+                return Err(self.sync_error(&e));
+            }
         }
         let max_oid = b.max_oid;
         let undone = std::mem::take(&mut b.undone);
@@ -437,8 +448,19 @@ impl FileStorage {
         Ok(VoteOutcome::Voted { undone })
     }
 
-    /// Second phase: flip the status byte, fsync, publish. Acknowledged ⇒ durable.
+    /// Second phase: [`FileStorage::finish_deferred`], then wait until it is
+    /// durable. Acknowledged ⇒ durable.
     pub fn finish(&self, id: TxnId) -> FsResult<Tid> {
+        let (tid, seq) = self.finish_deferred(id)?;
+        self.wait_durable(seq)?;
+        Ok(tid)
+    }
+
+    /// Second phase up to the commit point: flip the status byte and publish
+    /// the transaction (index, end, last tid), so the next vote checks against
+    /// it. Returns its tid and the write to wait for with
+    /// [`FileStorage::wait_durable`] before acknowledging it.
+    pub fn finish_deferred(&self, id: TxnId) -> FsResult<(Tid, WriteSeq)> {
         self.check_writable()?;
         let mut slot = self.pending_slot();
         let p = match slot.take() {
@@ -451,10 +473,7 @@ impl FileStorage {
             }
         };
         let file = self.st().file.clone();
-        let flipped = file
-            .write_all_at(&[p.status], p.tpos + 16)
-            .and_then(|()| file.sync_data());
-        if let Err(e) = flipped {
+        if let Err(e) = file.write_all_at(&[p.status], p.tpos + 16) {
             tracing::error!(
                 "{}: finishing transaction {:?} failed: {e}; dropping it",
                 self.path.display(),
@@ -463,13 +482,48 @@ impl FileStorage {
             self.undo_pending_write(&p);
             return Err(e.into());
         }
+        let seq = self.group_sync.note_write();
         let mut st = self.st_mut();
         for (oid, pos) in &p.tindex {
             st.index.insert(*oid, *pos);
         }
         st.pos = p.end;
         st.last_tid = p.tid;
-        Ok(p.tid)
+        Ok((p.tid, seq))
+    }
+
+    /// Block until write `seq` (a finish's status byte) is durable: at once if
+    /// an fsync already covered it, else through a group fsync. Fails — and the
+    /// storage refuses writes from then on — when an fsync fails.
+    pub fn wait_durable(&self, seq: WriteSeq) -> FsResult<()> {
+        self.group_sync
+            .wait_durable(seq, || self.st().file.clone())
+            .map_err(|e| self.sync_error(&e))
+    }
+
+    /// Make everything written so far durable (close, pack).
+    pub(crate) fn sync_written(&self) -> FsResult<()> {
+        self.wait_durable(self.group_sync.last_written())
+    }
+
+    /// The group-fsync state (tests, the operator).
+    pub fn group_sync(&self) -> &crate::group_sync::GroupSync {
+        &self.group_sync
+    }
+
+    /// Refuse writes after a failed fsync (see `group_sync.rs` for why).
+    pub(crate) fn check_sync_failure(&self) -> FsResult<()> {
+        match self.group_sync.failure() {
+            Some(failure) => Err(self.sync_error(failure)),
+            None => Ok(()),
+        }
+    }
+
+    fn sync_error(&self, failure: &str) -> FsError {
+        FsError::Io(std::io::Error::other(format!(
+            "{}: {failure}",
+            self.path.display()
+        )))
     }
 
     /// Drop the voted transaction `id` (nothing if it is not voted).
@@ -490,11 +544,17 @@ impl FileStorage {
     /// Truncate a voted transaction away and remove its blob files.
     pub(crate) fn undo_pending_write(&self, p: &Pending) {
         let file = self.st().file.clone();
-        if let Err(e) = file.set_len(p.tpos).and_then(|()| file.sync_data()) {
-            tracing::error!(
+        match file.set_len(p.tpos) {
+            Ok(()) => {
+                let seq = self.group_sync.note_write();
+                if let Err(e) = self.wait_durable(seq) {
+                    tracing::error!("truncating the aborted transaction: {e}");
+                }
+            }
+            Err(e) => tracing::error!(
                 "{}: truncating the aborted transaction failed: {e}",
                 self.path.display()
-            );
+            ),
         }
         remove_files(&p.blob_files);
         if let Some(dir) = &self.blobs {

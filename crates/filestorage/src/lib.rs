@@ -6,7 +6,9 @@
 //!   `undo.rs`, `pack.rs`);
 //! - [`AsyncFileStorage`] implements [`zeoraid_storage::Storage`] on top of it,
 //!   running every call on `tokio::task::spawn_blocking`, serialising votes with
-//!   an async commit lock held from `vote` to `finish`/`abort`.
+//!   an async commit lock held from `vote` to the commit point of
+//!   `finish`/`finish_deferred` (or `abort`); the finish's fsync runs after the
+//!   lock is released, shared with other finishes (group commit).
 //!
 //! The format, the index file, the lock file, the blob layout, pack and the
 //! crash-recovery rules are documented byte by byte in `docs/filestorage.md`.
@@ -15,6 +17,7 @@ pub mod blobs;
 pub mod commit;
 pub mod error;
 pub mod format;
+pub mod group_sync;
 pub mod index;
 pub mod lock;
 pub mod pack;
@@ -30,7 +33,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use zeoraid_storage::{
-    CurrentRecord, HistoryEntry, LoadedRecord, Oid, Storage, StorageError, StorageInfo,
+    CurrentRecord, Finished, HistoryEntry, LoadedRecord, Oid, Storage, StorageError, StorageInfo,
     StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter, VoteOutcome,
 };
 
@@ -44,9 +47,9 @@ const ITER_BATCH: usize = 64;
 /// A [`FileStorage`] as an async [`Storage`].
 pub struct AsyncFileStorage {
     engine: Arc<FileStorage>,
-    /// The commit lock: held from `vote` until `finish`/`abort` (the guard sits
-    /// in `voted`), and by pack while it copies the last transactions and swaps
-    /// files.
+    /// The commit lock: held from `vote` until the commit point of `finish`
+    /// (before its fsync) or `abort` (the guard sits in `voted`), and by pack
+    /// while it copies the last transactions and swaps files.
     commit: Arc<AsyncMutex<()>>,
     voted: std::sync::Mutex<Option<(TxnId, OwnedMutexGuard<()>)>>,
     references: ReferencesFn,
@@ -224,11 +227,34 @@ impl Storage for AsyncFileStorage {
     }
 
     async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
-        let result = self.blocking(move |e| e.finish(id)).await;
+        let finished = self.finish_deferred(id).await?;
+        finished.durable.await?;
+        Ok(finished.tid)
+    }
+
+    /// The commit point (status byte written, index published) under the
+    /// commit lock, which is released at once; the durability wait is a group
+    /// fsync on a blocking thread, shared with the finishes around it.
+    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
+        let result = self.blocking(move |e| e.finish_deferred(id)).await;
         if result.is_ok() || self.engine.voted_tid().is_none() {
             self.release(id);
         }
-        result
+        let (tid, seq) = result?;
+        if self.engine.group_sync().is_durable(seq) {
+            return Ok(Finished::already_durable(tid));
+        }
+        let engine = self.engine.clone();
+        let durable = async move {
+            tokio::task::spawn_blocking(move || engine.wait_durable(seq))
+                .await
+                .map_err(join_error)?
+                .map_err(StorageError::from)
+        };
+        Ok(Finished {
+            tid,
+            durable: Box::pin(durable),
+        })
     }
 
     async fn abort(&self, id: TxnId) -> StorageResult<()> {

@@ -503,6 +503,10 @@ impl FileStorage {
                 "pack cannot finish while a transaction is voted",
             ));
         }
+        // Finished transactions whose group fsync is still pending are made
+        // durable in the old file first: their waiters may fsync the new file
+        // after the swap, before the rename is durable.
+        self.sync_written()?;
         self.pack_copy_rest(job)?;
         job.output.sync_all()?;
         let old_path = index::sibling(&self.path, ".old");

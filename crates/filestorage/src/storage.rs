@@ -9,7 +9,6 @@
 //! holding it, so reads never wait for each other or for a commit's I/O. Bytes
 //! past the committed end (a voted transaction) are never read by readers.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,9 +44,10 @@ pub struct Options {
     pub pack_keep_old: bool,
     /// Refuse votes that would grow the file beyond this many bytes.
     pub quota: Option<u64>,
-    /// `fsync` the voted transaction at vote time too (finish always fsyncs after
-    /// flipping the status byte). Makes a torn finish impossible to mistake for
-    /// a committed transaction; costs one more fsync per commit.
+    /// `fsync` the voted transaction at vote time too (a finish is acknowledged
+    /// only after a group fsync covered its status byte). Makes a torn finish
+    /// impossible to mistake for a committed transaction; costs one more fsync
+    /// per commit, which then also covers the previous finish.
     pub vote_fsync: bool,
 }
 
@@ -85,6 +85,8 @@ pub struct FileStorage {
     pub(crate) blobs: Option<BlobDir>,
     pub(crate) closed: AtomicBool,
     pub(crate) packing: AtomicBool,
+    /// Group fsync of the data file (`group_sync.rs`).
+    pub(crate) group_sync: crate::group_sync::GroupSync,
 }
 
 fn remove_if_exists(path: &Path) -> FsResult<()> {
@@ -167,7 +169,7 @@ impl FileStorage {
                         path.display()
                     );
                 }
-                let mut idx = BTreeMap::new();
+                let mut idx = OidIndex::new();
                 let outcome = index::scan(
                     &file,
                     &path,
@@ -188,8 +190,8 @@ impl FileStorage {
                 outcome.pos
             );
         }
-        if let Some((last, _)) = idx.last_key_value() {
-            max_oid = max_oid.max(*last);
+        if let Some(last) = idx.max_oid() {
+            max_oid = max_oid.max(last);
         }
         let now = Tid::now_later_than(Tid::ZERO);
         if outcome.last_tid > now {
@@ -218,6 +220,7 @@ impl FileStorage {
             blobs,
             closed: AtomicBool::new(false),
             packing: AtomicBool::new(false),
+            group_sync: Default::default(),
         };
         if rebuilt && !fs.opts.read_only {
             if let Err(e) = fs.save_index() {
@@ -266,7 +269,7 @@ impl FileStorage {
         if self.opts.read_only {
             return Err(FsError::Storage(StorageError::ReadOnly));
         }
-        Ok(())
+        self.check_sync_failure()
     }
 
     /// Persist our index file (`<path>.zeoraid-index`).
@@ -298,7 +301,13 @@ impl FileStorage {
         if let Some(p) = self.pending_slot().take() {
             self.undo_pending_write(&p);
         }
-        let saved = if self.opts.read_only {
+        // Finished transactions nobody waited for become durable now.
+        if let Err(e) = self.sync_written() {
+            tracing::error!("{}: {e}", self.path.display());
+        }
+        // After a failed fsync the index may describe what never reached the
+        // disk: the next open scans the file instead.
+        let saved = if self.opts.read_only || self.group_sync.failure().is_some() {
             Ok(())
         } else {
             self.save_index()
@@ -477,11 +486,11 @@ impl FileStorage {
         loop {
             let (oid, next) = {
                 let st = self.st();
-                let mut range = st.index.range(from..);
-                let Some((oid, _)) = range.next() else {
+                let mut oids = st.index.oids_from(from);
+                let Some(oid) = oids.next() else {
                     return Ok(None);
                 };
-                (*oid, range.next().map(|(o, _)| *o))
+                (oid, oids.next())
             };
             match self.load(oid) {
                 Ok((data, tid)) => {

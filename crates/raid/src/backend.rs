@@ -154,13 +154,34 @@ impl Backend {
             },
             None => fut.await.map_err(classify),
         };
+        self.account(kind, started, &result);
+        result
+    }
+
+    /// Runs a call that answers at once on this thread (a backend's
+    /// `load_before_inline`), counted like [`Backend::call`]; no timeout applies to
+    /// what cannot wait. `None`: the backend cannot answer this way.
+    pub(crate) fn call_inline<T>(
+        &self,
+        kind: Kind,
+        call: impl FnOnce() -> Option<Result<T, StorageError>>,
+    ) -> Option<Result<T, CallError>> {
+        let started = Instant::now();
+        let result = call()?.map_err(classify);
+        self.account(kind, started, &result);
+        Some(result)
+    }
+
+    /// Counts a finished call: latency, reads, errors.
+    fn account<T>(&self, kind: Kind, started: Instant, result: &Result<T, CallError>) {
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let faulted = matches!(result, Err(CallError::Fault(_)));
         match kind {
             Kind::Read => {
                 self.counters
                     .read_latency_us
                     .fetch_add(micros, Ordering::Relaxed);
-                if !matches!(result, Err(CallError::Fault(_))) {
+                if !faulted {
                     self.counters.reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -171,10 +192,9 @@ impl Backend {
             }
             Kind::Probe => {}
         }
-        if matches!(result, Err(CallError::Fault(_))) {
+        if faulted {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
-        result
     }
 
     pub(crate) fn note_tid(&self, tid: Tid) {

@@ -12,13 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use tokio::sync::OwnedSemaphorePermit;
-use zeoraid_storage::{StorageError, StorageResult, Tid, Transaction, TxnId, VoteOutcome};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit};
+use zeoraid_storage::{
+    DurableWait, Finished, StorageError, StorageResult, Tid, Transaction, TxnId, VoteOutcome,
+};
 
 use crate::backend::{CallError, Fault, Kind};
 use crate::error::{closed, no_backend_left};
 use crate::verdict::{decide, AnswerKind, Verdict};
-use crate::{lock, Inner};
+use crate::{lock, Inner, ReadPolicy};
 
 /// The RAID's tids: the last committed one (what `last_transaction` answers) and
 /// the last assigned one (which an aborted transaction may leave above it).
@@ -26,6 +28,9 @@ use crate::{lock, Inner};
 pub(crate) struct TidClock {
     pub committed: Tid,
     pub assigned: Tid,
+    /// The last tid past its commit point ([`Inner::finish_deferred`]), durable
+    /// or not yet: an explicit tid must be later than it too.
+    pub finishing: Tid,
 }
 
 impl TidClock {
@@ -33,6 +38,7 @@ impl TidClock {
         TidClock {
             committed: newest,
             assigned: newest,
+            finishing: newest,
         }
     }
 
@@ -40,12 +46,12 @@ impl TidClock {
     /// the last committed transaction (restore, copy), else a fresh tid later than
     /// every tid seen or assigned.
     pub(crate) fn assign(&mut self, explicit: Option<Tid>) -> StorageResult<Tid> {
+        let last = self.committed.max(self.finishing);
         let tid = match explicit {
-            Some(tid) if tid > self.committed => tid,
+            Some(tid) if tid > last => tid,
             Some(tid) => {
                 return Err(StorageError::Transaction(format!(
-                    "explicit tid {tid:?} is not later than the last transaction {:?}",
-                    self.committed
+                    "explicit tid {tid:?} is not later than the last transaction {last:?}"
                 )))
             }
             None => Tid::now_later_than(self.committed.max(self.assigned)),
@@ -307,8 +313,16 @@ impl Inner {
             let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.finish(id)).await) }
         });
-        let results = {
+        // Voted reads compare backends, and one that has finished and one that has
+        // not yet would disagree: they wait for the whole finish. Other reads go to
+        // one backend and are not held back, or every load would stall for the
+        // backends' fsyncs: the ZEO server answers loads as of its published tid
+        // (docs/zeo-server.md), so no client sees this commit on any backend before
+        // the RAID acknowledged it and queued its invalidation.
+        let results = if self.options.read_policy == ReadPolicy::Vote {
             let _publishing = self.visibility.write().await;
+            join_all(calls).await
+        } else {
             join_all(calls).await
         };
         let mut finished = Vec::new();
@@ -322,19 +336,122 @@ impl Inner {
             }
         }
         self.degrade_many(&out);
+        self.note_finished(tid, &finished)?;
+        Ok(tid)
+        // The commit lock is released when `pending` drops.
+    }
+
+    /// Books a transaction that the backends `finished` hold durably; with none,
+    /// it is not acknowledged.
+    fn note_finished(&self, tid: Tid, finished: &[usize]) -> StorageResult<()> {
         if finished.is_empty() {
             return Err(no_backend_left(
                 "finish failed on every backend; the transaction is not acknowledged",
             ));
         }
-        for &i in &finished {
+        for &i in finished {
             let b = self.backend(i);
             b.note_tid(tid);
             b.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
         lock(&self.tids).note_committed(tid);
-        Ok(tid)
-        // The commit lock is released when `pending` drops.
+        Ok(())
+    }
+
+    /// `finish` split at the commit point (`Storage::finish_deferred`): every live
+    /// participant passes its own commit point — an embedded backend has written
+    /// the status byte, a remote one has `tpc_finish` on its way, ahead of the
+    /// next transaction on that connection — and the RAID's commit lock is
+    /// released, so the next transaction votes while this one's fsyncs run. The
+    /// returned wait completes once every participant finished it durably (those
+    /// that failed are degraded then); only then may it be acknowledged. Both
+    /// phases run in tasks of their own, so the bookkeeping happens even if the
+    /// caller goes away. Under `read-policy vote` it is a plain `finish`: voted
+    /// reads must not see a commit that some backends have not finished.
+    pub(crate) async fn finish_deferred(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
+        if self.options.read_policy == ReadPolicy::Vote {
+            return self.finish(id).await.map(Finished::already_durable);
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move { inner.pass_commit_point(id).await })
+            .await
+            .map_err(|e| StorageError::Transaction(format!("finish did not complete: {e}")))?
+    }
+
+    async fn pass_commit_point(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
+        let Some(pending) = self.take_pending(id) else {
+            return Err(StorageError::Transaction(format!(
+                "finish of transaction {id:?}, which is not voted"
+            )));
+        };
+        let tid = pending.tid;
+        // Held until this transaction is durable: a switch-over waits for it.
+        let in_flight = Arc::clone(&self.finishes).read_owned().await;
+        let live = self.live_participants(&pending);
+        let calls = live.iter().map(|&i| {
+            let b = self.backend(i);
+            async move { (i, b.call(Kind::Write, b.storage.finish_deferred(id)).await) }
+        });
+        let mut passed = Vec::new();
+        let mut out = Vec::new();
+        for (i, result) in join_all(calls).await {
+            match result {
+                Ok(f) if f.tid == tid => passed.push((i, f.durable)),
+                Ok(f) => out.push((
+                    i,
+                    format!("finish returned tid {:?}, expected {tid:?}", f.tid),
+                )),
+                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
+                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+            }
+        }
+        self.degrade_many(&out);
+        if passed.is_empty() {
+            return Err(no_backend_left(
+                "finish failed on every backend; the transaction is not acknowledged",
+            ));
+        }
+        {
+            let mut tids = lock(&self.tids);
+            tids.finishing = tids.finishing.max(tid);
+        }
+        drop(pending);
+        let inner = Arc::clone(self);
+        let durable =
+            tokio::spawn(async move { inner.await_durable(tid, passed, in_flight).await });
+        Ok(Finished {
+            tid,
+            durable: Box::pin(async move {
+                durable.await.map_err(|e| {
+                    StorageError::Transaction(format!("finish did not complete: {e}"))
+                })?
+            }),
+        })
+    }
+
+    /// The second half of [`Inner::finish_deferred`]: waits for every backend
+    /// that passed the commit point to have the transaction durable.
+    async fn await_durable(
+        self: Arc<Self>,
+        tid: Tid,
+        passed: Vec<(usize, DurableWait)>,
+        _in_flight: OwnedRwLockReadGuard<()>,
+    ) -> StorageResult<()> {
+        let waits = passed.into_iter().map(|(i, durable)| {
+            let b = self.backend(i);
+            async move { (i, b.call(Kind::Write, durable).await) }
+        });
+        let mut finished = Vec::new();
+        let mut out = Vec::new();
+        for (i, result) in join_all(waits).await {
+            match result {
+                Ok(()) => finished.push(i),
+                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
+                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+            }
+        }
+        self.degrade_many(&out);
+        self.note_finished(tid, &finished)
     }
 
     /// Aborts in a task of its own, like `finish`.

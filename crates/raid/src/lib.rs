@@ -56,7 +56,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 use zeoraid_storage::{
-    CurrentRecord, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
+    CurrentRecord, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
     StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter,
     VoteOutcome,
 };
@@ -94,11 +94,15 @@ pub(crate) struct Inner {
     pub states: Mutex<StateTable>,
     /// One permit: held from `vote` to `finish`/`abort`, and by `disable`.
     pub commit_lock: Arc<Semaphore>,
+    /// Held shared by every transaction past its commit point until it is durable
+    /// on its backends ([`Inner::finish_deferred`]); [`Inner::quiesce`] takes it
+    /// exclusively.
+    pub finishes: Arc<tokio::sync::RwLock<()>>,
     pub pending: Mutex<Option<commit::Pending>>,
     pub tids: Mutex<commit::TidClock>,
-    /// Reads hold it shared, `finish` exclusively while the backends finish: a
-    /// reader never sees a commit on one backend that another has not finished
-    /// yet (a `load_before` answered by one and a `load_serial` by the other).
+    /// Reads hold it shared; under [`ReadPolicy::Vote`], `finish` holds it
+    /// exclusively while the backends finish, so a voted read never compares a
+    /// backend that has finished a commit with one that has not yet.
     pub visibility: tokio::sync::RwLock<()>,
     /// The highest oid handed out; serialises `new_oids`.
     pub oids: tokio::sync::Mutex<u64>,
@@ -135,6 +139,20 @@ impl Drop for Inner {
 
 impl Inner {
     /// Backend `i` (indices come from the state table, so they exist).
+    /// The commit lock, once no transaction is left between its commit point and
+    /// its durability: nothing is committing while both are held (a switch-over,
+    /// a change of the backends). `None` once the RAID is closed.
+    pub(crate) async fn quiesce(
+        &self,
+    ) -> Option<(
+        tokio::sync::SemaphorePermit<'_>,
+        tokio::sync::RwLockWriteGuard<'_, ()>,
+    )> {
+        let permit = self.commit_lock.acquire().await.ok()?;
+        let settled = self.finishes.write().await;
+        Some((permit, settled))
+    }
+
     pub(crate) fn backend(&self, i: usize) -> Arc<Backend> {
         let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
         Arc::clone(&backends[i])
@@ -317,6 +335,7 @@ impl RaidStorage {
             options,
             states: Mutex::new(StateTable::new(names, states, coop, record)),
             commit_lock: Arc::new(Semaphore::new(1)),
+            finishes: Arc::new(tokio::sync::RwLock::new(())),
             pending: Mutex::new(None),
             tids: Mutex::new(commit::TidClock::new(newest)),
             visibility: tokio::sync::RwLock::new(()),
@@ -453,6 +472,14 @@ impl Storage for RaidStorage {
         Ok(lock(&self.inner.tids).committed)
     }
 
+    fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        self.inner.load_before_inline(oid, before)
+    }
+
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
         self.inner
             .read_voted(
@@ -539,6 +566,10 @@ impl Storage for RaidStorage {
 
     async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
         self.inner.finish(id).await
+    }
+
+    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
+        self.inner.finish_deferred(id).await
     }
 
     async fn abort(&self, id: TxnId) -> StorageResult<()> {

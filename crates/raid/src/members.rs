@@ -25,11 +25,7 @@ impl Inner {
         timeout: Option<Duration>,
     ) -> Result<(), RaidError> {
         self.check_open().map_err(|_| RaidError::Closed)?;
-        let _permit = self
-            .commit_lock
-            .acquire()
-            .await
-            .map_err(|_| RaidError::Closed)?;
+        let _quiet = self.quiesce().await.ok_or(RaidError::Closed)?;
         if self.backend_index(name).is_some() {
             return Err(RaidError::DuplicateName(name.to_string()));
         }
@@ -63,35 +59,25 @@ impl Inner {
 
     pub(crate) async fn remove_backend(&self, name: &str) -> Result<(), RaidError> {
         let i = self
-            .backend_index(name)
-            .ok_or_else(|| RaidError::UnknownBackend(name.to_string()))?;
-        let _permit = self
-            .commit_lock
-            .acquire()
-            .await
-            .map_err(|_| RaidError::Closed)?;
-        {
-            let mut states = self.states();
-            if states.is_optimal(i) && states.optimal().len() == 1 {
-                return Err(RaidError::LastOptimal(name.to_string()));
-            }
-            if lock(&self.recovery).is_some() {
-                if matches!(states.state(i), BackendState::Recovering { .. }) {
-                    return Err(RaidError::RemoveRefused(
-                        name.to_string(),
-                        "it is being recovered".into(),
-                    ));
+            .take_out(name, |states, i| {
+                if lock(&self.recovery).is_some() {
+                    if matches!(states.state(i), BackendState::Recovering { .. }) {
+                        return Err(RaidError::RemoveRefused(
+                            name.to_string(),
+                            "it is being recovered".into(),
+                        ));
+                    }
+                    if states.is_optimal(i) {
+                        return Err(RaidError::RemoveRefused(
+                            name.to_string(),
+                            "a recovery is running (it may be copying from it)".into(),
+                        ));
+                    }
                 }
-                if states.is_optimal(i) {
-                    return Err(RaidError::RemoveRefused(
-                        name.to_string(),
-                        "a recovery is running (it may be copying from it)".into(),
-                    ));
-                }
-            }
-            states.remove(i);
-        }
-        self.forget_unverified(i);
+                states.remove(i);
+                Ok(())
+            })
+            .await?;
         let b = self.backend(i);
         if let Err(e) = b.call(Kind::Write, b.storage.close()).await {
             tracing::warn!(backend = %b.name, error = ?e, "closing a removed backend failed");

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use zeoraid_storage::{Storage, StorageError, StorageInfo, StorageResult};
+use zeoraid_storage::{LoadedRecord, Oid, Storage, StorageError, StorageInfo, StorageResult, Tid};
 
 use crate::backend::{CallError, Fault, Kind};
 use crate::commit::settle_refusals;
@@ -147,6 +147,66 @@ impl Inner {
             Some(reason) => format!("{op}: last failure: {reason}"),
             None => format!("{op}: no backend to read from"),
         }))
+    }
+
+    /// `load_before` answered at once on the calling thread by the backend the read
+    /// policy picks, when that backend can answer so (an embedded FileStorage): the
+    /// ZEO server then saves a task hand-off per load, as it does for a FileStorage
+    /// served directly. `None` whenever the async path is needed: voted reads, a
+    /// failed RAID, a backend that cannot answer inline, or one that fails — it is
+    /// degraded here as the async path would, and the caller's async read fails
+    /// over to the next backend.
+    pub(crate) fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        let i = self.pick_reader()?;
+        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+        let b = backends.get(i)?;
+        match b.call_inline(Kind::Read, || b.storage.load_before_inline(oid, before))? {
+            Ok(v) => Some(Ok(v)),
+            Err(CallError::Answer(e)) => Some(Err(e)),
+            // Whether a refusal degrades depends on what the others answer: the
+            // async path settles that.
+            Err(CallError::Fault(Fault::Error(e))) if e.is_refusal() => None,
+            Err(CallError::Fault(fault)) => {
+                self.degrade(i, fault.reason("load_before"));
+                None
+            }
+        }
+    }
+
+    /// The optimal backend a plain (not voted) read goes to first under the read
+    /// policy — [`Inner::read_order`]'s first pick, without allocating, for the
+    /// inline path. `None` under `vote`, and when the RAID has failed or is closed
+    /// (the async path knows what the fail-mode allows).
+    fn pick_reader(&self) -> Option<usize> {
+        if self.options.read_policy == ReadPolicy::Vote || self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let states = self.states();
+        if states.status() == RaidStatus::Failed {
+            return None;
+        }
+        let optimal = (0..states.slots()).filter(|&i| states.is_optimal(i));
+        match self.options.read_policy {
+            ReadPolicy::LeastOutstanding => {
+                let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+                optimal.min_by_key(|&i| backends.get(i).map_or(usize::MAX, |b| b.in_flight()))
+            }
+            ReadPolicy::RoundRobin | ReadPolicy::Vote => {
+                let count = optimal.clone().count();
+                if count == 0 {
+                    return None;
+                }
+                let k = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
+                {
+                    let mut optimal = optimal;
+                    optimal.nth(k)
+                }
+            }
+        }
     }
 
     /// `info` of one backend, named after the RAID, read-only when the RAID is.

@@ -679,13 +679,12 @@ impl Inner {
             tracing::info!(backend = %run.target.name, pass = passes, copied = n,
                 "recovery: catching up with commits made meanwhile");
         }
-        // The switch-over: no commit is in progress while we hold the lock.
+        // The switch-over: no commit is in progress, or finishing, while we hold this.
         let inner = Arc::clone(&run.inner);
-        let permit = inner
-            .commit_lock
-            .acquire()
+        let quiet = inner
+            .quiesce()
             .await
-            .map_err(|_| Failure::Cancelled("closed".into()))?;
+            .ok_or_else(|| Failure::Cancelled("closed".into()))?;
         let (last, _) = run.copy_after(last, false).await?;
         let source_last = run
             .source
@@ -710,7 +709,7 @@ impl Inner {
             }
         }
         run.target.note_tid(last);
-        drop(permit);
+        drop(quiet);
         // Pull the recovered backend's oid counter up to the others'.
         if let Err(e) = inner.new_oids(1).await {
             if !matches!(e, StorageError::ReadOnly) {

@@ -185,6 +185,11 @@ impl StateTable {
         &self.states[i]
     }
 
+    /// How many backend slots there are, removed ones included.
+    pub(crate) fn slots(&self) -> usize {
+        self.states.len()
+    }
+
     pub(crate) fn is_optimal(&self, i: usize) -> bool {
         !self.is_removed(i) && self.states.get(i).is_some_and(BackendState::is_optimal)
     }

@@ -7,7 +7,7 @@ use zeoraid_storage::Tid;
 
 use crate::backend::BackendCounters;
 use crate::error::RaidError;
-use crate::state::BackendState;
+use crate::state::{BackendState, StateTable};
 use crate::Inner;
 
 /// One backend as the operator sees it.
@@ -55,21 +55,34 @@ impl Inner {
     /// Degrades `name` ("disabled by operator") once no commit is in progress;
     /// refused for the last optimal backend.
     pub(crate) async fn disable(&self, name: &str) -> Result<(), RaidError> {
+        self.take_out(name, |states, i| {
+            states.degrade(i, "disabled by operator".into());
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes backend `name` out of the commits — `how` degrades or removes it in
+    /// the state table — once nothing is committing or finishing; refused for
+    /// the last optimal backend. Returns its index.
+    pub(crate) async fn take_out(
+        &self,
+        name: &str,
+        how: impl FnOnce(&mut StateTable, usize) -> Result<(), RaidError>,
+    ) -> Result<usize, RaidError> {
         let i = self
             .backend_index(name)
             .ok_or_else(|| RaidError::UnknownBackend(name.to_string()))?;
-        let _permit = self
-            .commit_lock
-            .acquire()
-            .await
-            .map_err(|_| RaidError::Closed)?;
-        let mut states = self.states();
-        if states.is_optimal(i) && states.optimal().len() == 1 {
-            return Err(RaidError::LastOptimal(name.to_string()));
+        let _quiet = self.quiesce().await.ok_or(RaidError::Closed)?;
+        {
+            let mut states = self.states();
+            if states.is_optimal(i) && states.optimal().len() == 1 {
+                return Err(RaidError::LastOptimal(name.to_string()));
+            }
+            how(&mut states, i)?;
         }
-        states.degrade(i, "disabled by operator".into());
-        drop(states);
         self.forget_unverified(i);
-        Ok(())
+        Ok(i)
     }
 }

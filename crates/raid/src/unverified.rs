@@ -68,7 +68,7 @@ impl Inner {
             let Ok(tid) = b.call(Kind::Probe, b.storage.last_transaction()).await else {
                 continue;
             };
-            let Ok(_permit) = self.commit_lock.acquire().await else {
+            let Some(_quiet) = self.quiesce().await else {
                 return;
             };
             if !lock(&self.unverified).contains(&i) {

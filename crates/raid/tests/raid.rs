@@ -13,7 +13,9 @@ use zeoraid_memstorage::MemStorage;
 use zeoraid_raid::{
     BackendState, FailMode, RaidError, RaidOptions, RaidStatus, RaidStorage, ReadPolicy,
 };
-use zeoraid_storage::{Invalidation, Oid, Operation, Storage, StorageError, Tid, VoteOutcome};
+use zeoraid_storage::{
+    Finished, Invalidation, Oid, Operation, Storage, StorageError, Tid, VoteOutcome,
+};
 
 async fn assert_identical(backends: &[&Arc<Faulty>]) {
     let reference = transactions(&*backends[0].inner).await;
@@ -1003,4 +1005,222 @@ async fn a_tid_refused_by_every_backend_catches_the_clock_up() {
     assert_eq!(raid.status(), RaidStatus::Optimal);
     let t = commit(&raid, vec![store(oid, serial, "b")]).await.unwrap();
     assert!(t > ahead);
+}
+
+#[tokio::test]
+async fn inline_loads_follow_the_read_policy_and_are_counted() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let (oid, tid) = commit_new(&raid, "inline").await;
+    for _ in 0..4 {
+        let rec = raid
+            .load_before_inline(oid, Tid::MAX)
+            .expect("memory backends answer inline here")
+            .unwrap()
+            .expect("a current revision");
+        assert_eq!((rec.data, rec.start), (Bytes::from("inline"), tid));
+    }
+    let reads: Vec<u64> = raid.details().iter().map(|d| d.counters.reads).collect();
+    assert_eq!(reads, vec![2, 2], "round-robin over both backends");
+    // An answer about the data is an answer, not a failure.
+    let missing = raid
+        .load_before_inline(Oid::from_u64(999), Tid::MAX)
+        .unwrap();
+    assert!(
+        matches!(missing, Err(StorageError::PosKey { .. })),
+        "{missing:?}"
+    );
+    assert_eq!(raid.status(), RaidStatus::Optimal);
+}
+
+#[tokio::test]
+async fn a_backend_failing_an_inline_load_is_degraded_and_the_read_fails_over() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let (oid, _) = commit_new(&raid, "x").await;
+    b[0].always(Op::Read, Action::Fail);
+    // Round-robin reaches b0 within two loads; its failure sends the caller to the
+    // async path, which reads from b1.
+    let mut fell_back = 0;
+    for _ in 0..2 {
+        match raid.load_before_inline(oid, Tid::MAX) {
+            Some(answer) => assert_eq!(answer.unwrap().unwrap().data, Bytes::from("x")),
+            None => {
+                fell_back += 1;
+                assert_eq!(current(&raid, oid).await.unwrap().0, Bytes::from("x"));
+            }
+        }
+    }
+    assert_eq!(fell_back, 1);
+    assert!(
+        degraded_reason(&raid, "b0").starts_with("load_before failed"),
+        "{}",
+        degraded_reason(&raid, "b0")
+    );
+    assert_optimal(&raid, "b1");
+}
+
+#[tokio::test]
+async fn voted_reads_are_never_answered_inline() {
+    let b = backends(2);
+    let options = RaidOptions {
+        read_policy: ReadPolicy::Vote,
+        ..RaidOptions::default()
+    };
+    let raid = open(&b, options).await;
+    let (oid, _) = commit_new(&raid, "v").await;
+    assert!(raid.load_before_inline(oid, Tid::MAX).is_none());
+}
+
+#[tokio::test]
+async fn reads_go_on_while_a_backend_is_slow_to_finish() {
+    let b = backends(2);
+    let mut specs = specs(&b, None);
+    specs[1].2 = Some(Duration::from_secs(2));
+    let raid = Arc::new(
+        RaidStorage::open(specs, RaidOptions::default())
+            .await
+            .unwrap(),
+    );
+    let (other, _) = commit_new(&raid, "other").await;
+    let oid = raid.new_oids(1).await.unwrap()[0];
+    b[1].next(Op::Finish, Action::Hang);
+    let t = txn(vec![store(oid, Tid::ZERO, "slow")]);
+    let id = t.id;
+    assert!(matches!(
+        raid.vote(t).await.unwrap(),
+        VoteOutcome::Voted { .. }
+    ));
+    let finishing = {
+        let raid = Arc::clone(&raid);
+        tokio::spawn(async move { raid.finish(id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !finishing.is_finished(),
+        "b1's finish hangs until its timeout"
+    );
+    // Neither the async nor the inline path waits for the finish.
+    for _ in 0..4 {
+        let answer = tokio::time::timeout(Duration::from_millis(500), current(&*raid, other))
+            .await
+            .expect("a read does not wait for a finish");
+        assert_eq!(answer.unwrap().0, Bytes::from("other"));
+    }
+    let tid = finishing.await.unwrap().unwrap();
+    assert_eq!(degraded_reason(&raid, "b1"), "finish timed out after 2s");
+    assert_eq!(
+        current(&*raid, oid).await.unwrap(),
+        (Bytes::from("slow"), tid)
+    );
+}
+
+/// Votes a fresh store through the RAID and passes its commit point.
+async fn vote_and_pass_commit_point(raid: &RaidStorage, data: &str) -> (Oid, Finished) {
+    let oid = raid.new_oids(1).await.unwrap()[0];
+    let t = txn(vec![store(oid, Tid::ZERO, data)]);
+    let id = t.id;
+    assert!(matches!(
+        raid.vote(t).await.unwrap(),
+        VoteOutcome::Voted { .. }
+    ));
+    (oid, raid.finish_deferred(id).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_deferred_finish_lets_the_next_commit_vote_before_it_is_durable() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let before = raid.last_transaction().await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    for backend in &b {
+        backend.next(Op::Durable, Action::WaitFor(Arc::clone(&gate)));
+    }
+    let (oid, first) = vote_and_pass_commit_point(&raid, "first").await;
+    assert_eq!(
+        raid.last_transaction().await.unwrap(),
+        before,
+        "not the last transaction before it is durable"
+    );
+    // The commit lock is free: the next transaction votes and finishes meanwhile.
+    let second = tokio::time::timeout(Duration::from_secs(2), commit_new(&raid, "second"))
+        .await
+        .expect("the next commit does not wait for the first one's durability");
+    assert!(second.1 > first.tid);
+    gate.add_permits(2);
+    first.durable.await.unwrap();
+    assert_eq!(raid.last_transaction().await.unwrap(), second.1);
+    assert_eq!(
+        current(&raid, oid).await.unwrap(),
+        (Bytes::from("first"), first.tid)
+    );
+    assert_eq!(raid.status(), RaidStatus::Optimal);
+    assert_identical(&[&b[0], &b[1]]).await;
+}
+
+#[tokio::test]
+async fn a_backend_failing_to_make_a_finish_durable_is_degraded() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    b[1].next(Op::Durable, Action::Fail);
+    let (_, finished) = vote_and_pass_commit_point(&raid, "x").await;
+    let tid = finished.tid;
+    finished.durable.await.unwrap();
+    assert!(
+        degraded_reason(&raid, "b1").starts_with("finish failed"),
+        "{}",
+        degraded_reason(&raid, "b1")
+    );
+    assert_optimal(&raid, "b0");
+    assert_eq!(raid.last_transaction().await.unwrap(), tid);
+}
+
+#[tokio::test]
+async fn a_finish_durable_nowhere_is_not_acknowledged() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    b[0].next(Op::Durable, Action::Fail);
+    b[1].next(Op::Durable, Action::Fail);
+    let (_, finished) = vote_and_pass_commit_point(&raid, "x").await;
+    let err = finished.durable.await.unwrap_err();
+    assert!(err.to_string().contains("not acknowledged"), "{err}");
+    assert_eq!(raid.status(), RaidStatus::Failed);
+    assert!(raid.last_transaction().await.is_err());
+}
+
+#[tokio::test]
+async fn disabling_a_backend_waits_for_finishes_in_flight() {
+    let b = backends(2);
+    let raid = Arc::new(open(&b, RaidOptions::default()).await);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    b[0].next(Op::Durable, Action::WaitFor(Arc::clone(&gate)));
+    let (_, finished) = vote_and_pass_commit_point(&raid, "x").await;
+    let disabling = {
+        let raid = Arc::clone(&raid);
+        tokio::spawn(async move { raid.disable("b1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!disabling.is_finished(), "waits for the finish in flight");
+    gate.add_permits(1);
+    finished.durable.await.unwrap();
+    disabling.await.unwrap().unwrap();
+    assert_eq!(degraded_reason(&raid, "b1"), "disabled by operator");
+}
+
+#[tokio::test]
+async fn under_read_voting_a_deferred_finish_is_durable_when_it_returns() {
+    let b = backends(2);
+    let options = RaidOptions {
+        read_policy: ReadPolicy::Vote,
+        ..RaidOptions::default()
+    };
+    let raid = open(&b, options).await;
+    b[0].next(Op::Durable, Action::Hang);
+    let (_, finished) = vote_and_pass_commit_point(&raid, "v").await;
+    // The plain finish ran: the backends' deferred waits were never used.
+    tokio::time::timeout(Duration::from_secs(1), finished.durable)
+        .await
+        .expect("already durable")
+        .unwrap();
+    assert_eq!(raid.last_transaction().await.unwrap(), finished.tid);
 }

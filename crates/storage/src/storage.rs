@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
@@ -28,6 +29,39 @@ pub type UndoFilter = Arc<dyn Fn(&UndoEntry) -> bool + Send + Sync>;
 
 /// The most oids one `new_oids` call hands out (ZEO's limit).
 pub const MAX_NEW_OIDS: u32 = 100;
+
+/// Resolves once a finished transaction is durable (or fails if it cannot be
+/// made durable). Independent of the storage borrow, so it can be awaited after
+/// every lock has been released.
+pub type DurableWait = BoxFuture<'static, StorageResult<()>>;
+
+/// A transaction past its commit point ([`Storage::finish_deferred`]).
+pub struct Finished {
+    /// The committed transaction's tid: the storage's latest transaction now.
+    pub tid: Tid,
+    /// Completes when the transaction is durable. Until then it must not be
+    /// acknowledged or shown to anyone outside the process; if it fails, the
+    /// transaction's fate is unknown until the storage is reopened.
+    pub durable: DurableWait,
+}
+
+impl Finished {
+    /// A transaction that was already durable when its finish returned.
+    pub fn already_durable(tid: Tid) -> Self {
+        Finished {
+            tid,
+            durable: Box::pin(std::future::ready(Ok(()))),
+        }
+    }
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("tid", &self.tid)
+            .finish_non_exhaustive()
+    }
+}
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -93,6 +127,23 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Second phase: make the voted transaction durable and visible; returns its tid.
     async fn finish(&self, id: TxnId) -> StorageResult<Tid>;
+
+    /// Second phase split at the commit point, for group commit: returns as soon
+    /// as the voted transaction is the storage's latest — the next `vote` may run
+    /// and sees it in its conflict checks, reads may see it — together with a
+    /// wait for its durability ([`Finished::durable`]). A caller that releases
+    /// its own commit lock at once lets the next transactions vote and finish
+    /// while this one's fsync runs, and one fsync can then cover several
+    /// finishes. The caller must not acknowledge the transaction or publish it
+    /// (invalidations, last tid) before `durable` resolved `Ok`.
+    ///
+    /// An error means the commit point was not reached (as for `finish`); after
+    /// an `Ok`, the transaction can no longer be aborted.
+    ///
+    /// The default is [`Storage::finish`], durable when it returns.
+    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
+        Ok(Finished::already_durable(self.finish(id).await?))
+    }
 
     /// Drop the voted transaction (or nothing, if `id` is not voted) without a trace.
     async fn abort(&self, id: TxnId) -> StorageResult<()>;

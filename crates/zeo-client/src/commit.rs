@@ -23,11 +23,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, warn};
 use zeoraid_storage::{
-    Conflict, Oid, Operation, StorageError, StorageResult, Tid, Transaction, TxnId, VoteOutcome,
+    Conflict, Finished, Oid, Operation, StorageError, StorageResult, Tid, Transaction, TxnId,
+    VoteOutcome,
 };
 use zeoraid_wire::Value;
 
 use crate::blobs;
+use crate::callbacks::Callbacks;
 use crate::client::Shared;
 use crate::convert::{self, bytes_of, items, oid_of, protocol, tid_of};
 use crate::error::{storage_error, ClientError};
@@ -36,6 +38,8 @@ use crate::rpc::Session;
 /// A voted transaction waiting for `finish` or `abort`.
 struct Voted {
     id: TxnId,
+    /// The explicit tid it was voted with, if any.
+    tid: Option<Tid>,
     session: Arc<Session>,
     _lock: OwnedMutexGuard<()>,
 }
@@ -393,6 +397,7 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
             if let Ok(mut voted) = shared.commit.voted.lock() {
                 *voted = Some(Voted {
                     id: txn.id,
+                    tid: txn.tid,
                     session,
                     _lock: lock,
                 });
@@ -430,6 +435,68 @@ fn vote_error(e: ClientError, txn: &Transaction) -> StorageError {
 }
 
 pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
+    let voted = take_live_voted(shared, id)?;
+    let reply = voted
+        .session
+        .call(
+            "tpc_finish",
+            args(vec![wire_id(id)]),
+            shared.options.timeout,
+        )
+        .await;
+    finish_outcome(reply, &voted.session, &shared.callbacks, id)
+}
+
+/// `finish` split at its commit point (`Storage::finish_deferred`): `tpc_finish`
+/// is queued on the voted transaction's connection and the local commit lock
+/// released, so the next transaction's messages follow it on the same connection
+/// — the server reads them after it, and votes them only once it is finished.
+/// The reply is the durability wait. A transaction voted without an explicit tid
+/// does not know its tid before the reply: it finishes in full.
+pub(crate) async fn finish_deferred(shared: &Shared, id: TxnId) -> StorageResult<Finished> {
+    let voted = take_live_voted(shared, id)?;
+    let Some(tid) = voted.tid else {
+        let reply = voted
+            .session
+            .call(
+                "tpc_finish",
+                args(vec![wire_id(id)]),
+                shared.options.timeout,
+            )
+            .await;
+        return finish_outcome(reply, &voted.session, &shared.callbacks, id)
+            .map(Finished::already_durable);
+    };
+    let wait = voted
+        .session
+        .send_call(
+            "tpc_finish",
+            args(vec![wire_id(id)]),
+            shared.options.timeout,
+        )
+        .await
+        .map_err(StorageError::from)?;
+    drop(voted);
+    let callbacks = Arc::clone(&shared.callbacks);
+    let durable = async move {
+        let session = Arc::clone(wait.session());
+        let got = finish_outcome(wait.wait().await, &session, &callbacks, id)?;
+        if got == tid {
+            Ok(())
+        } else {
+            Err(StorageError::Transaction(format!(
+                "tpc_finish returned tid {got:?}, expected {tid:?}"
+            )))
+        }
+    };
+    Ok(Finished {
+        tid,
+        durable: Box::pin(durable),
+    })
+}
+
+/// The voted transaction `id`, on a connection that is still up.
+fn take_live_voted(shared: &Shared, id: TxnId) -> StorageResult<Voted> {
     let Some(voted) = shared.commit.take_voted(id) else {
         return Err(StorageError::Transaction(format!(
             "transaction {:#x} is not voted",
@@ -441,11 +508,16 @@ pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
             "connection lost after the vote ({reason}); the server aborted the transaction"
         )));
     }
-    let limit = shared.options.timeout;
-    let reply = voted
-        .session
-        .call("tpc_finish", args(vec![wire_id(id)]), limit)
-        .await;
+    Ok(voted)
+}
+
+/// The committed tid from a `tpc_finish` reply.
+fn finish_outcome(
+    reply: Result<Value, ClientError>,
+    session: &Session,
+    callbacks: &Callbacks,
+    id: TxnId,
+) -> StorageResult<Tid> {
     match reply {
         Ok(Value::None) => Err(StorageError::Transaction(format!(
             "the server does not know transaction {:#x}",
@@ -453,15 +525,13 @@ pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
         ))),
         Ok(v) => {
             let tid = tid_of(&v, "tpc_finish")?;
-            shared.callbacks.saw_tid(tid);
+            callbacks.saw_tid(tid);
             Ok(tid)
         }
         Err(e @ ClientError::Timeout(_)) => {
             // The outcome is unknown: drop the connection (the server aborts the
             // transaction if it did not commit it) and let the caller decide.
-            voted
-                .session
-                .close("tpc_finish timed out; its outcome is unknown");
+            session.close("tpc_finish timed out; its outcome is unknown");
             Err(e.into())
         }
         Err(e) => Err(e.into()),

@@ -28,6 +28,8 @@ use crate::transport::BoxedStream;
 
 type Reply = Result<Value, ClientError>;
 
+/// How much the reader asks the socket for at a time.
+const READ_CHUNK: usize = 64 * 1024;
 /// How many frames may wait for the writer before senders wait too.
 const OUTGOING_QUEUE: usize = 256;
 /// Frames up to this size are joined with their neighbours into one write …
@@ -63,6 +65,43 @@ struct PendingGuard<'a> {
 }
 
 impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.session.pending.lock() {
+            p.calls.remove(&self.msgid);
+        }
+    }
+}
+
+/// A call on its way ([`Session::send_call`]): awaiting [`ReplyWait::wait`] gives
+/// its reply. Dropping it forgets the call.
+pub(crate) struct ReplyWait {
+    session: Arc<Session>,
+    msgid: i64,
+    name: &'static str,
+    reply: Option<oneshot::Receiver<Reply>>,
+    limit: Duration,
+    started: Instant,
+}
+
+impl ReplyWait {
+    /// The session the call went out on.
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The reply, within what is left of the call's time limit.
+    pub(crate) async fn wait(mut self) -> Reply {
+        let Some(reply_rx) = self.reply.take() else {
+            return Err(self.session.disconnected());
+        };
+        let left = self.limit.saturating_sub(self.started.elapsed());
+        let outcome = tokio::time::timeout(left, self.session.reply(reply_rx)).await;
+        self.session
+            .settle(self.name, self.limit, self.started, outcome)
+    }
+}
+
+impl Drop for ReplyWait {
     fn drop(&mut self) {
         if let Ok(mut p) = self.session.pending.lock() {
             p.calls.remove(&self.msgid);
@@ -251,28 +290,76 @@ impl Session {
     ) -> Result<Value, ClientError> {
         let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
         self.frame_into(&Message::call(msgid, name, args), &mut prefix)?;
-        let frame = prefix.freeze();
-        let (reply_tx, reply_rx) = oneshot::channel();
-        {
-            let mut p = self.pending.lock().map_err(|_| self.disconnected())?;
-            if let Some(reason) = &p.closed {
-                return Err(ClientError::Disconnected(reason.clone()));
-            }
-            p.calls.insert(msgid, (name, reply_tx));
-        }
+        let reply_rx = self.register(msgid, name)?;
         let _guard = PendingGuard {
             session: self,
             msgid,
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(limit, async {
-            self.enqueue(frame, limit).await?;
-            match reply_rx.await {
-                Ok(reply) => reply,
-                Err(_) => Err(self.disconnected()),
-            }
+            self.enqueue(prefix.freeze(), limit).await?;
+            self.reply(reply_rx).await
         })
         .await;
+        self.settle(name, limit, started, outcome)
+    }
+
+    /// Sends `name(*args)` — queued now, in order behind everything sent before —
+    /// and returns the wait for its reply. The wait owns what it needs, so the
+    /// caller may release its locks and send further messages (which the server
+    /// reads after this one) before awaiting it. `limit` covers both.
+    pub(crate) async fn send_call(
+        self: &Arc<Self>,
+        name: &'static str,
+        args: Value,
+        limit: Duration,
+    ) -> Result<ReplyWait, ClientError> {
+        let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
+        let frame = self.frame(&Message::call(msgid, name, args))?;
+        let reply = self.register(msgid, name)?;
+        let wait = ReplyWait {
+            session: Arc::clone(self),
+            msgid,
+            name,
+            reply: Some(reply),
+            limit,
+            started: Instant::now(),
+        };
+        self.enqueue(frame, limit).await?;
+        Ok(wait)
+    }
+
+    /// Registers the call `msgid`; its reply (or the session's death) comes on
+    /// the returned channel.
+    fn register(
+        &self,
+        msgid: i64,
+        name: &'static str,
+    ) -> Result<oneshot::Receiver<Reply>, ClientError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let mut p = self.pending.lock().map_err(|_| self.disconnected())?;
+        if let Some(reason) = &p.closed {
+            return Err(ClientError::Disconnected(reason.clone()));
+        }
+        p.calls.insert(msgid, (name, reply_tx));
+        Ok(reply_rx)
+    }
+
+    async fn reply(&self, reply_rx: oneshot::Receiver<Reply>) -> Reply {
+        match reply_rx.await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.disconnected()),
+        }
+    }
+
+    /// The outcome of a call that ran within `limit`, logged when slow or late.
+    fn settle(
+        &self,
+        name: &'static str,
+        limit: Duration,
+        started: Instant,
+        outcome: Result<Reply, tokio::time::error::Elapsed>,
+    ) -> Reply {
         let elapsed = started.elapsed();
         match outcome {
             Ok(reply) => {
@@ -446,6 +533,11 @@ async fn read_loop(
         }
         if closed.borrow().is_some() {
             return;
+        }
+        // Room for many replies per read: with less spare capacity, `read_buf`
+        // reads only what fits (64 bytes when full), a syscall per small reply.
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
         }
         tokio::select! {
             _ = closed.changed() => return,

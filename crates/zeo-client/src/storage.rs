@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 use zeoraid_storage::{
-    CurrentRecord, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
+    CurrentRecord, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
     StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter,
     VoteOutcome, MAX_NEW_OIDS,
 };
@@ -235,6 +235,10 @@ impl Storage for ZeoClient {
 
     async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
         commit::finish(&self.shared, id).await
+    }
+
+    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
+        commit::finish_deferred(&self.shared, id).await
     }
 
     async fn abort(&self, id: TxnId) -> StorageResult<()> {

@@ -239,14 +239,139 @@ pub fn raw_frame(payload: &[u8]) -> Result<Bytes, CodecError> {
 
 fn encode_tuple(items: Vec<Value>, encoding: Encoding) -> Result<Bytes, CodecError> {
     let value = Value::Tuple(items);
-    let payload =
-        match encoding {
-            Encoding::Pickle => zeoraid_wire::pickle::encode(&value)
+    match encoding {
+        Encoding::Pickle => {
+            // Pickled straight after a length placeholder: no second copy.
+            let mut out = vec![0u8; 4];
+            zeoraid_wire::pickle::encode_into(&value, &mut out)
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            framed(out)
+        }
+        Encoding::Msgpack => frame(
+            &zeoraid_wire::msgpack::encode(&value)
                 .map_err(|e| CodecError::Encode(e.to_string()))?,
-            Encoding::Msgpack => zeoraid_wire::msgpack::encode(&value)
-                .map_err(|e| CodecError::Encode(e.to_string()))?,
+        ),
+    }
+}
+
+/// Fill in the length prefix of `out`, whose first 4 bytes were reserved for it.
+fn framed(mut out: Vec<u8>) -> Result<Bytes, CodecError> {
+    let len = u32::try_from(out.len() - 4)
+        .map_err(|_| CodecError::Encode(format!("{} bytes do not fit a frame", out.len())))?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// A `loadBefore(oid, tid)` call recognised by [`parse_load_before_call`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBeforeCall {
+    pub msgid: Value,
+    pub oid: [u8; 8],
+    pub before: [u8; 8],
+}
+
+/// Recognise the exact pickle a ZEO client writes for a `loadBefore` call —
+/// `PROTO 3`, `MARK`, the msgid (`BININT1`/`BININT2`/`BININT`, or the `(oid, tid)`
+/// pair of 8-byte `SHORT_BINBYTES` that ZEO's client uses), `NEWFALSE`,
+/// `BINUNICODE 'loadBefore'`, `(oid, tid)` as 8-byte `SHORT_BINBYTES` + `TUPLE2`,
+/// `TUPLE`, `STOP` — without building a value tree. Anything else, including
+/// other spellings of the same call, is `None` and goes through
+/// [`decode_message`], which gives the same result for these bytes (tested).
+pub fn parse_load_before_call(payload: &[u8]) -> Option<LoadBeforeCall> {
+    fn bytes8(p: &[u8]) -> Option<([u8; 8], &[u8])> {
+        match p {
+            [b'C', 8, rest @ ..] if rest.len() >= 8 => {
+                let (b, rest) = rest.split_at(8);
+                Some((b.try_into().ok()?, rest))
+            }
+            _ => None,
+        }
+    }
+    let p = payload.strip_prefix(&[0x80, 3, b'('])?;
+    let (msgid, p) = match p {
+        [b'K', n, rest @ ..] => (Value::Int(i64::from(*n)), rest),
+        [b'M', lo, hi, rest @ ..] => (Value::Int(i64::from(u16::from_le_bytes([*lo, *hi]))), rest),
+        [b'J', a, b, c, d, rest @ ..] => (
+            Value::Int(i64::from(i32::from_le_bytes([*a, *b, *c, *d]))),
+            rest,
+        ),
+        [b'C', ..] => {
+            let (first, p) = bytes8(p)?;
+            let (second, p) = bytes8(p)?;
+            let p = p.strip_prefix(&[0x86])?;
+            (
+                Value::Tuple(vec![Value::from(first), Value::from(second)]),
+                p,
+            )
+        }
+        _ => return None,
+    };
+    let p = p.strip_prefix(b"\x89X\x0a\x00\x00\x00loadBefore")?;
+    let (oid, p) = bytes8(p)?;
+    let (before, p) = bytes8(p)?;
+    if p != [0x86, b't', b'.'] {
+        return None;
+    }
+    Some(LoadBeforeCall { msgid, oid, before })
+}
+
+/// A record as `loadBefore` answers it: `(data, start_tid, end_tid|None)`.
+pub struct LoadBeforeRecord<'a> {
+    pub data: &'a Bytes,
+    pub start: [u8; 8],
+    pub end: Option<[u8; 8]>,
+}
+
+/// `(msgid, 0, '.reply', (data, start, end|None) | None)`: byte for byte
+/// [`encode_reply`]'s frame (tested), written without building a value tree.
+pub fn encode_load_before_reply(
+    msgid: &Value,
+    record: Option<LoadBeforeRecord<'_>>,
+    encoding: Encoding,
+) -> Result<Bytes, CodecError> {
+    if encoding != Encoding::Pickle {
+        let result = match record {
+            None => Value::None,
+            Some(r) => Value::Tuple(vec![
+                Value::Bytes(r.data.clone()),
+                Value::from(r.start),
+                r.end.map(Value::from).unwrap_or(Value::None),
+            ]),
         };
-    frame(&payload)
+        return encode_reply(msgid, result, encoding);
+    }
+    let data_len = record.as_ref().map_or(0, |r| r.data.len());
+    let mut out = Vec::with_capacity(64 + data_len);
+    out.extend_from_slice(&[0, 0, 0, 0, 0x80, 3, b'(']);
+    zeoraid_wire::pickle::encode_value_into(msgid, &mut out)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    out.extend_from_slice(b"K\x00X\x06\x00\x00\x00.reply");
+    match record {
+        None => out.push(b'N'),
+        Some(r) => {
+            if let Ok(len) = u8::try_from(r.data.len()) {
+                out.extend_from_slice(&[b'C', len]);
+            } else {
+                let len = u32::try_from(r.data.len())
+                    .map_err(|_| CodecError::Encode(format!("{} bytes of data", r.data.len())))?;
+                out.push(b'B');
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            out.extend_from_slice(r.data);
+            out.extend_from_slice(&[b'C', 8]);
+            out.extend_from_slice(&r.start);
+            match r.end {
+                Some(end) => {
+                    out.extend_from_slice(&[b'C', 8]);
+                    out.extend_from_slice(&end);
+                }
+                None => out.push(b'N'),
+            }
+            out.push(0x87);
+        }
+    }
+    out.extend_from_slice(b"t.");
+    framed(out)
 }
 
 /// `(msgid, 0, '.reply', result)`.
@@ -315,4 +440,129 @@ pub fn decode_any(payload: &[u8], encoding: Encoding) -> Result<Vec<Value>, Code
     decode_value(payload, encoding)?
         .into_tuple_or_list()
         .map_err(|v| CodecError::Shape(format!("a {} instead of a tuple", v.type_name())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pickled_call(msgid: Value, oneway: bool, name: &str, args: Vec<Value>) -> Vec<u8> {
+        let frame = encode_call(msgid, oneway, name, args, Encoding::Pickle).unwrap();
+        frame[4..].to_vec()
+    }
+
+    #[test]
+    fn the_load_before_fast_path_reads_what_the_generic_decoder_reads() {
+        let oid = Value::from([0u8, 0, 0, 0, 0, 0, 0, 7]);
+        let tid = Value::from([0x03u8, 0xff, 0, 0, 1, 2, 3, 4]);
+        let msgids = [
+            Value::Int(0),
+            Value::Int(255),
+            Value::Int(256),
+            Value::Int(65535),
+            Value::Int(65536),
+            Value::Int(-1),
+            Value::Int(i64::from(i32::MAX)),
+            Value::Int(i64::from(i32::MIN)),
+            // ZEO's client: `message_id = (oid, tid)`.
+            Value::Tuple(vec![oid.clone(), tid.clone()]),
+        ];
+        for msgid in msgids {
+            let payload = pickled_call(
+                msgid.clone(),
+                false,
+                "loadBefore",
+                vec![oid.clone(), tid.clone()],
+            );
+            let fast = parse_load_before_call(&payload).unwrap();
+            let generic = decode_message(&payload, Encoding::Pickle).unwrap();
+            assert_eq!(fast.msgid, generic.msgid);
+            assert!(!generic.oneway);
+            assert_eq!(generic.name, "loadBefore");
+            assert_eq!(
+                generic.args,
+                vec![Value::from(fast.oid), Value::from(fast.before)]
+            );
+            assert_eq!(fast.msgid, msgid);
+        }
+    }
+
+    #[test]
+    fn the_load_before_fast_path_leaves_everything_else_to_the_decoder() {
+        let oid = Value::from([0u8, 0, 0, 0, 0, 0, 0, 7]);
+        let short = Value::from(&b"1234567"[..]);
+        let others = [
+            pickled_call(
+                Value::Int(5),
+                true,
+                "loadBefore",
+                vec![oid.clone(), oid.clone()],
+            ),
+            pickled_call(
+                Value::Int(5),
+                false,
+                "loadSerial",
+                vec![oid.clone(), oid.clone()],
+            ),
+            pickled_call(Value::Int(5), false, "loadBefore", vec![oid.clone()]),
+            pickled_call(Value::Int(5), false, "loadBefore", vec![oid.clone(), short]),
+            pickled_call(
+                Value::Int(1 << 40),
+                false,
+                "loadBefore",
+                vec![oid.clone(), oid.clone()],
+            ),
+            pickled_call(
+                Value::from("x"),
+                false,
+                "loadBefore",
+                vec![oid.clone(), oid.clone()],
+            ),
+        ];
+        for payload in &others {
+            assert_eq!(parse_load_before_call(payload), None);
+        }
+        let good = pickled_call(Value::Int(5), false, "loadBefore", vec![oid.clone(), oid]);
+        assert!(parse_load_before_call(&good).is_some());
+        let mut trailing = good.clone();
+        trailing.push(b'.');
+        assert_eq!(parse_load_before_call(&trailing), None);
+        for cut in 0..good.len() {
+            assert_eq!(parse_load_before_call(&good[..cut]), None);
+        }
+    }
+
+    #[test]
+    fn the_load_before_reply_fast_path_is_byte_identical() {
+        let tuple_msgid = Value::Tuple(vec![Value::from([1u8; 8]), Value::from([2u8; 8])]);
+        for msgid in [Value::Int(3), Value::Int(70_000), tuple_msgid] {
+            for encoding in [Encoding::Pickle, Encoding::Msgpack] {
+                assert_eq!(
+                    encode_load_before_reply(&msgid, None, encoding).unwrap(),
+                    encode_reply(&msgid, Value::None, encoding).unwrap()
+                );
+                for size in [0usize, 1, 255, 256, 70_000] {
+                    let data = Bytes::from(vec![b'd'; size]);
+                    for end in [None, Some([9u8; 8])] {
+                        let record = LoadBeforeRecord {
+                            data: &data,
+                            start: [5u8; 8],
+                            end,
+                        };
+                        let generic = Value::Tuple(vec![
+                            Value::Bytes(data.clone()),
+                            Value::from([5u8; 8]),
+                            end.map(Value::from).unwrap_or(Value::None),
+                        ]);
+                        assert_eq!(
+                            encode_load_before_reply(&msgid, Some(record), encoding).unwrap(),
+                            encode_reply(&msgid, generic, encoding).unwrap(),
+                            "msgid {msgid:?}, {size} bytes, end {end:?}, {encoding:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

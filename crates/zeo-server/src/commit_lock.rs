@@ -1,5 +1,7 @@
 //! The per-storage commit lock (ZEO's `LockManager`): one transaction at a time is
-//! between `vote` and `tpc_finish`/`tpc_abort`. A vote that finds the lock held
+//! between `vote` and the storage's commit point in `tpc_finish` (the lock is
+//! released before the commit's fsync: group commit, `publication.rs`) or
+//! `tpc_abort`. A vote that finds the lock held
 //! waits in FIFO order — its reply is delayed while the connection keeps answering
 //! other requests. The lock is handed directly to the next live waiter on release.
 //! With a transaction timeout, a holder that keeps the lock too long has its

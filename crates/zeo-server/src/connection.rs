@@ -120,6 +120,12 @@ impl ConnHandle {
         self.close_tx.subscribe()
     }
 
+    /// Whether the output queue is below its soft limit (what [`Self::wait_room`]
+    /// waits for), without waiting.
+    pub fn has_room(&self) -> bool {
+        self.outbox.queued.load(Ordering::SeqCst) <= self.outbox.soft_limit
+    }
+
     /// Wait until this connection's output queue has room (backpressure for its
     /// own replies).
     pub async fn wait_room(&self) {
@@ -139,6 +145,27 @@ impl ConnHandle {
     pub fn send_reply(&self, msgid: &Value, result: Value) {
         let encoding = self.encoding();
         match codec::encode_reply(msgid, result, encoding) {
+            Ok(frame) => self.outbox.push_own(frame),
+            Err(e) => {
+                warn!(conn = %self.label(), "unencodable response: {e}");
+                self.send_error(msgid, &ZeoError::value_error("Couldn't pickle response"));
+            }
+        }
+    }
+
+    /// Queue the reply to a `loadBefore` call (the common read: encoded without
+    /// building a value tree).
+    pub fn send_load_before_reply(
+        &self,
+        msgid: &Value,
+        record: Option<&zeoraid_storage::LoadedRecord>,
+    ) {
+        let record = record.map(|r| codec::LoadBeforeRecord {
+            data: &r.data,
+            start: r.start.0,
+            end: r.end.map(|t| t.0),
+        });
+        match codec::encode_load_before_reply(msgid, record, self.encoding()) {
             Ok(frame) => self.outbox.push_own(frame),
             Err(e) => {
                 warn!(conn = %self.label(), "unencodable response: {e}");
@@ -350,6 +377,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         len > self.max_frame_size || self.buffer.len() - 4 >= len
+    }
+
+    /// The next frame if the bytes already read hold one whole (or a length
+    /// prefix the decoder refuses: an error, as from [`Self::read_frame`]);
+    /// `Ok(None)` otherwise. Never reads from the socket.
+    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
+        if !self.frame_decidable() {
+            return Ok(None);
+        }
+        self.decoder
+            .decode(&mut self.buffer)
+            .map_err(ReadError::Frame)
     }
 
     /// The next frame's payload; `Ok(None)` at a clean end of stream. Cancel-safe:

@@ -4,7 +4,8 @@
 //! Layout (after mini-redis): [`connection`] (framed I/O, output FIFO, handshake),
 //! [`server`] (listener, per-connection task, options), [`shutdown`], [`session`]
 //! (per-connection `ZEOStorage` state), `commands/` (one file per command group),
-//! [`commit_lock`], [`invalidation`], [`tls`], [`error`]; [`codec`] turns message
+//! [`commit_lock`], `publication` (commit publication order), [`invalidation`],
+//! [`tls`], [`error`]; [`codec`] turns message
 //! tuples into frames with `zeoraid-wire`'s pickle and msgpack codecs.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod error;
 pub mod invalidation;
 pub mod management;
+pub(crate) mod publication;
 pub mod server;
 pub(crate) mod session;
 pub mod shutdown;

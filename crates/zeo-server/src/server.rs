@@ -169,6 +169,9 @@ pub(crate) struct ServedStorage {
     /// Woken when `published` changes or a finish fails: loads that read a
     /// revision newer than `published` wait for it.
     pub published_changed: Notify,
+    /// Commits past their storage's commit point, published in that order once
+    /// durable (`publication.rs`).
+    pub publication: Arc<crate::publication::PublicationQueue>,
     pub stats: Mutex<Stats>,
     /// The storage's blob directory when clients share it (`storeBlobShared`).
     pub shared_blob_dir: Option<PathBuf>,
@@ -437,6 +440,7 @@ impl ZeoServer {
                     loads: AtomicU64::new(0),
                     published: AtomicU64::new(0),
                     published_changed: Notify::new(),
+                    publication: Default::default(),
                     stats: Mutex::new(Stats {
                         stores: 0,
                         commits: 0,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{oid, TestClient, TestServer, Z64};
 use zeoraid_wire::Value;
-use zeoraid_zeo_server::ServerOptions;
+use zeoraid_zeo_server::codec::encode_call;
+use zeoraid_zeo_server::{Encoding, ServerOptions};
 
 fn bytes(v: &Value) -> Vec<u8> {
     v.as_bytes().expect("bytes").to_vec()
@@ -500,5 +501,77 @@ async fn read_only_server_refuses_writes() {
             Value::Tuple(vec![Value::from("unknown storage: nope")])
         )
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_loads_in_one_segment_are_each_answered_before_a_later_call() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let mut c = TestClient::connect(&server.addr).await;
+    c.register().await;
+    for n in 1..=4u64 {
+        c.commit(n as i64, &[(oid(n), Z64.to_vec(), vec![n as u8; 300])])
+            .await
+            .unwrap();
+    }
+    let max = Value::from([0xffu8; 8]);
+    // Written with one `write`, so the server reads them together: loads with
+    // ZEO's `(oid, tid)` msgids and with int msgids (the server's fast path for
+    // `loadBefore` frames), an unknown oid, a one-way `loadBefore` (handled in
+    // order: no reply), then a call that must be answered after every load.
+    let mut segment = Vec::new();
+    let mut loads = Vec::new();
+    for n in 1..=4u64 {
+        let tuple_id = Value::from((Value::from(oid(n)), max.clone()));
+        let int_id = Value::Int(1000 + n as i64);
+        for msgid in [tuple_id, int_id] {
+            let args = vec![Value::from(oid(n)), max.clone()];
+            segment.extend_from_slice(
+                &encode_call(msgid.clone(), false, "loadBefore", args, Encoding::Pickle).unwrap(),
+            );
+            loads.push((n, msgid));
+        }
+    }
+    let missing = Value::Int(2000);
+    let args = vec![Value::from(oid(99)), max.clone()];
+    segment.extend_from_slice(
+        &encode_call(missing.clone(), false, "loadBefore", args, Encoding::Pickle).unwrap(),
+    );
+    let args = vec![Value::from(oid(1)), max.clone()];
+    segment.extend_from_slice(
+        &encode_call(Value::Int(0), true, "loadBefore", args, Encoding::Pickle).unwrap(),
+    );
+    let last = Value::Int(3000);
+    segment.extend_from_slice(
+        &encode_call(
+            last.clone(),
+            false,
+            "lastTransaction",
+            vec![],
+            Encoding::Pickle,
+        )
+        .unwrap(),
+    );
+    c.write_raw(&segment).await;
+
+    c.wait_reply(&last).await.unwrap();
+    for (n, msgid) in loads {
+        let record = c
+            .reply_within(&msgid, Duration::ZERO)
+            .await
+            .expect("answered before the later call")
+            .unwrap();
+        let record = record.as_tuple_or_list().unwrap();
+        assert_eq!(bytes(&record[0]), vec![n as u8; 300]);
+        assert_eq!(record[2], Value::None);
+    }
+    let err = c
+        .reply_within(&missing, Duration::ZERO)
+        .await
+        .expect("answered before the later call")
+        .unwrap_err();
+    assert_eq!(err.0, "ZODB.POSException.POSKeyError");
+    // The connection is still fine.
+    assert_eq!(c.ok("ping", vec![]).await, Value::None);
     server.stop().await;
 }

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
 use zeoraid_memstorage::MemStorage;
 use zeoraid_raid::{BackendState, RaidOptions, RaidStorage};
 use zeoraid_storage::{
-    Conflict, CurrentRecord, HistoryEntry, Invalidation, LoadedRecord, Oid, Operation, Storage,
-    StorageError, StorageInfo, StorageResult, Tid, Transaction, TransactionMeta, TransactionRecord,
-    TransactionStream, TxnId, UndoEntry, UndoFilter, VoteOutcome,
+    Conflict, CurrentRecord, DurableWait, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid,
+    Operation, Storage, StorageError, StorageInfo, StorageResult, Tid, Transaction,
+    TransactionMeta, TransactionRecord, TransactionStream, TxnId, UndoEntry, UndoFilter,
+    VoteOutcome,
 };
 
 /// Which calls a fault applies to.
@@ -30,6 +31,8 @@ pub enum Op {
     Read,
     LastTransaction,
     NewOids,
+    /// The durability wait of a deferred finish (`finish_deferred`).
+    Durable,
 }
 
 /// What happens to the call.
@@ -49,6 +52,8 @@ pub enum Action {
     WrongTid,
     /// Read (iterator): yield this many transactions, then fail.
     StreamFailAfter(usize),
+    /// Durable: wait until the semaphore gives a permit.
+    WaitFor(Arc<tokio::sync::Semaphore>),
     /// Last transaction: report this tid instead (Python's FileStorage reports a
     /// transaction cut off between vote and finish as its last).
     ReportLast(Tid),
@@ -166,6 +171,20 @@ impl Storage for Faulty {
         self.gate(Op::Read).await?;
         self.inner.load_before(oid, before).await
     }
+    /// Answers at once, like an embedded FileStorage: `Fail`/`Refuse` as errors,
+    /// `Hang` (which nothing inline can do) as "not available inline".
+    fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        match self.take(Op::Read) {
+            Some(Action::Fail) => Some(Err(injected())),
+            Some(Action::Refuse(why)) => Some(Err(StorageError::Refused(why.into()))),
+            Some(Action::Hang) => None,
+            _ => self.inner.load_before(oid, before).now_or_never(),
+        }
+    }
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
         self.gate(Op::Read).await?;
         self.inner.load_serial(oid, serial).await
@@ -232,6 +251,23 @@ impl Storage for Faulty {
             Some(Action::WrongTid) => Ok(Tid::from_u64(tid.as_u64() + 1)),
             _ => Ok(tid),
         }
+    }
+    /// Commits at once (the commit point); the durability wait obeys `Op::Durable`.
+    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
+        let tid = self.finish(id).await?;
+        let durable: DurableWait = match self.take(Op::Durable) {
+            Some(Action::Fail) => Box::pin(async { Err(injected()) }),
+            Some(Action::Hang) => Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }),
+            Some(Action::WaitFor(gate)) => Box::pin(async move {
+                let _permit = gate.acquire().await;
+                Ok(())
+            }),
+            _ => Box::pin(async { Ok(()) }),
+        };
+        Ok(Finished { tid, durable })
     }
     async fn abort(&self, id: TxnId) -> StorageResult<()> {
         self.inner.abort(id).await

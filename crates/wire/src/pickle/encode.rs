@@ -32,6 +32,13 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Append the opcodes of `value` alone (no `PROTO`, no `STOP`), to splice into a
+/// pickle written by hand around it: the server's fast path for `loadBefore`
+/// replies writes the fixed parts itself and only the msgid through here.
+pub fn encode_value_into(value: &Value, out: &mut Vec<u8>) -> Result<()> {
+    save(value, out, 0)
+}
+
 fn save(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<()> {
     if depth > MAX_ENCODE_DEPTH {
         return Err(WireError::Unencodable {

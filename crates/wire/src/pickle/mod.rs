@@ -11,5 +11,5 @@ pub use crate::value::{ObjectKind, PickledObject, Value};
 pub use decode::{
     decode, decode_prefix, decode_with_limits, unpickle_prefix, DecodeLimits, Unpickled, Unpickler,
 };
-pub use encode::{encode, encode_into};
+pub use encode::{encode, encode_into, encode_value_into};
 pub use references::{persistent_references, persistent_references_with_limits, reference_oid};

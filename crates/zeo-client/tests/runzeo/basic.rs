@@ -538,3 +538,73 @@ async fn msgpack_server_over_a_unix_socket() {
     assert_eq!(txns[0].meta, meta("m", "msgpack"));
     assert_eq!(s.undo_log(0, 5, None).await.unwrap().len(), 2);
 }
+
+/// `finish_deferred` returns once `tpc_finish` is queued (here: with the server
+/// stopped), and the next transaction's messages follow it on the same
+/// connection; its durability wait is the `tpc_finish` reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_finish_is_followed_by_the_next_vote_on_the_same_connection() {
+    init_tracing();
+    let server = ZeoServer::start(ServerConfig::default());
+    let s = server.client().await;
+    let oids = s.new_oids(2).await.unwrap();
+    let t1 = Tid::now_later_than(s.last_transaction().await.unwrap());
+    let first = txn_at(
+        t1,
+        meta("d", "first"),
+        vec![store(oids[0], Tid::ZERO, record("one"))],
+    );
+    let first_id = first.id;
+    assert!(matches!(
+        s.vote(first).await.unwrap(),
+        VoteOutcome::Voted { .. }
+    ));
+    server.pause();
+    let finished = tokio::time::timeout(Duration::from_secs(1), s.finish_deferred(first_id))
+        .await
+        .expect("the commit point does not wait for the server")
+        .unwrap();
+    assert_eq!(finished.tid, t1);
+    let mut durable = finished.durable;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut durable)
+            .await
+            .is_err(),
+        "durable only once the server answered tpc_finish"
+    );
+    server.resume();
+    // The next transaction votes on the same connection, behind tpc_finish.
+    let t2 = Tid::now_later_than(t1);
+    let second = txn_at(
+        t2,
+        meta("d", "second"),
+        vec![store(oids[1], Tid::ZERO, record("two"))],
+    );
+    let second_id = second.id;
+    assert!(matches!(
+        s.vote(second).await.unwrap(),
+        VoteOutcome::Voted { .. }
+    ));
+    durable.await.unwrap();
+    assert_eq!(s.finish(second_id).await.unwrap(), t2);
+    let tids: Vec<Tid> = s
+        .iterator(None, None)
+        .await
+        .unwrap()
+        .map_ok(|t| t.tid)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tids, vec![t1, t2]);
+    // Without an explicit tid the tid is known only from the reply: a full finish.
+    let third = txn(
+        TransactionMeta::default(),
+        vec![store(oids[0], t1, record("three"))],
+    );
+    let third_id = third.id;
+    s.vote(third).await.unwrap();
+    let finished = s.finish_deferred(third_id).await.unwrap();
+    assert!(finished.tid > t2);
+    finished.durable.await.unwrap();
+    assert_eq!(s.last_transaction().await.unwrap(), finished.tid);
+}

@@ -1,8 +1,10 @@
 //! Two-phase commit: `tpc_begin`, the buffered one-way operations (`storea`,
 //! `restorea`, `checkCurrentSerialInTransaction`, `deleteObject`, `undoa`; blob
 //! stores are in `blobs.rs`), `vote` (under the commit lock, possibly delayed),
-//! `tpc_finish` (invalidations to the others, `info` to the committer, then the
-//! reply, then the lock is released) and `tpc_abort`.
+//! `tpc_finish` (the storage's commit point, then the lock is released for the
+//! next vote; once the commit is durable and every earlier one published:
+//! invalidations to the others, `info` to the committer, then the reply) and
+//! `tpc_abort`.
 //!
 //! Conflicts are handed to the client as ZEO's `client-conflict-resolution` mode
 //! does: the vote answers a list of `{'oid', 'serials', 'data'}` dicts, the lock is
@@ -408,9 +410,22 @@ async fn vote_locked(session: &mut Session) -> Result<Value, ZeoError> {
     }
 }
 
-/// `tpc_finish(txn_id)` → the committed tid. Sends `info` to the committer and
-/// `invalidateTransaction` to every other client first; the lock is released after
-/// the reply is queued.
+/// `tpc_finish(txn_id)` → the committed tid (group commit, docs/zeo-server.md):
+///
+/// 1. `Storage::finish_deferred`: the commit point — the storage shows the
+///    transaction and the next vote checks against it; a failure here aborts.
+/// 2. Take a publication ticket (still under the commit lock, so tickets are in
+///    tid order) and release the commit lock: the next delayed vote runs while
+///    this commit's fsync does, and its finish can share that fsync.
+/// 3. Wait until the commit is durable, then until every earlier commit is
+///    published.
+/// 4. Publish: under the visibility lock, queue `invalidateTransaction` to every
+///    other client and advance the published tid; then `info` and the reply,
+///    before the next commit may publish (so the committer never gets a later
+///    commit's invalidation before its own tid).
+///
+/// Nothing after step 1 can abort the transaction: a disconnect meanwhile only
+/// loses the reply (the session handles this call to its end before it notices).
 pub(crate) async fn tpc_finish(
     session: &mut Session,
     msgid: &Value,
@@ -437,18 +452,8 @@ pub(crate) async fn tpc_finish(
     else {
         return Outcome::Error(ZeoError::assertion_error("finished called wo lock"));
     };
-    // The storage commits (status byte, fsync, publish) with loads going on: the
-    // visibility lock is taken only afterwards, to queue the invalidations. It
-    // waits for the loads in flight, which may have read the state before the
-    // commit and so must be queued first; loads that start later see the commit.
-    let finished = served.storage.finish(txn_id).await;
-    let tid = match finished {
-        Ok(tid) => {
-            let guard = served.visibility.write().await;
-            served.invalidate(Some(session.conn.id), tid, oids);
-            drop(guard);
-            tid
-        }
+    let finished = match served.storage.finish_deferred(txn_id).await {
+        Ok(finished) => finished,
         Err(err) => {
             // Loads waiting for this commit to be published look again.
             served.published_changed.notify_waiters();
@@ -461,8 +466,31 @@ pub(crate) async fn tpc_finish(
             return Outcome::Error(err.into());
         }
     };
-    served.stat(|s| s.commits += 1);
-    match served.storage.info().await {
+    let tid = finished.tid;
+    let ticket = served.publication.take(tid);
+    served.lock.release(session.conn.id);
+    if let Err(err) = finished.durable.await {
+        // Past the commit point: nothing to abort; the storage refuses writes
+        // from now on (a failed fsync is final) and the commit is in doubt
+        // until it is reopened. Never published, never acknowledged.
+        drop(ticket);
+        served.published_changed.notify_waiters();
+        error!(conn = %session.label(), ?tid, "tpc_finish: the commit could not be made durable: {err}");
+        session.clear_transaction().await;
+        return Outcome::Error(err.into());
+    }
+    let info = served.storage.info().await;
+    ticket.wait_turn().await;
+    // Loads hold the visibility lock shared from reading to queueing their
+    // reply: one that read the state before this commit is queued before its
+    // invalidation; loads that start later see the commit as published.
+    let guard = served.visibility.write().await;
+    served.invalidate(Some(session.conn.id), tid, oids);
+    drop(guard);
+    // The reply is queued before the next commit may publish: ZEO's client
+    // refuses an acknowledged tid older than an invalidation it already got
+    // (`ClientCache.setLastTid`: "new last tid must be greater").
+    match info {
         Ok(info) => session
             .conn
             .send_own_callback("info", info_args(info.length, info.size)),
@@ -471,6 +499,8 @@ pub(crate) async fn tpc_finish(
     if !oneway {
         session.conn.send_reply(msgid, Value::from(tid.0));
     }
+    ticket.complete();
+    served.stat(|s| s.commits += 1);
     session.clear_transaction().await;
     Outcome::Replied
 }

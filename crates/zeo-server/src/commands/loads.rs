@@ -62,11 +62,24 @@ pub(crate) fn start_detached_load(
     let (Some(oid), Some(before)) = (msg.args[0].as_bytes8(), msg.args[1].as_bytes8()) else {
         return DetachedLoad::InOrder(msg);
     };
-    let (oid, before) = (Oid(oid), Tid(before));
+    start_load(served, conn, msg.msgid, Oid(oid), Tid(before))
+}
+
+/// Answer the call `msgid`, `loadBefore(oid, before)`, of a registered
+/// connection: inline if the storage can answer at once and nothing holds the
+/// visibility lock exclusively, else as a future to poll (see
+/// [`start_detached_load`]). Never [`DetachedLoad::InOrder`].
+pub(crate) fn start_load(
+    served: &Arc<ServedStorage>,
+    conn: &Arc<ConnHandle>,
+    msgid: Value,
+    oid: Oid,
+    before: Tid,
+) -> DetachedLoad {
     if let Ok(guard) = served.visibility.try_read() {
         if let Some(result) = served.storage.load_before_inline(oid, before) {
             if let Ok(result) = as_of_published(served, result) {
-                answer_load(served, conn, &msg.msgid, oid, result);
+                answer_load(served, conn, &msgid, oid, result);
                 drop(guard);
                 return DetachedLoad::Answered;
             }
@@ -74,7 +87,6 @@ pub(crate) fn start_detached_load(
     }
     let served = served.clone();
     let conn = conn.clone();
-    let msgid = msg.msgid;
     DetachedLoad::Pending(Box::pin(async move {
         let (guard, result) = load_published(&served, oid, before).await;
         answer_load(&served, &conn, &msgid, oid, result);
@@ -107,7 +119,9 @@ async fn load_published(
         };
         match as_of_published(served, result) {
             Ok(result) => return (guard, result),
-            Err(newer) if waited => {
+            // A commit past its commit point but not yet durable is waited for
+            // as long as it takes: it must not be shown before its fsync.
+            Err(newer) if waited && !served.publication.is_publishing(newer.start) => {
                 debug!(?oid, start = ?newer.start, "answering a revision not published in time");
                 return (guard, Ok(Some(newer)));
             }
@@ -156,7 +170,7 @@ fn answer_load(
 ) {
     served.count_load();
     match result {
-        Ok(record) => conn.send_reply(msgid, load_before_reply(record)),
+        Ok(record) => conn.send_load_before_reply(msgid, record.as_ref()),
         Err(e) => {
             let err = ZeoError::from(e);
             if !err.is_quiet() {

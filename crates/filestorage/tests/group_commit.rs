@@ -1,0 +1,222 @@
+//! Group commit: finishes past their commit point before their fsync, the vote's
+//! fsync and other finishes' fsyncs covering them, concurrent committers through
+//! the async storage, and the fsync-failure path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use zeoraid_filestorage::{AsyncFileStorage, FsError};
+use zeoraid_storage::{Storage, StorageError, Tid, VoteOutcome};
+
+fn vote(fs: &zeoraid_filestorage::FileStorage, t: &zeoraid_storage::Transaction) {
+    match fs.vote(t).unwrap() {
+        VoteOutcome::Voted { .. } => {}
+        VoteOutcome::Conflicts(c) => panic!("unexpected conflicts {c:?}"),
+    }
+}
+
+#[test]
+fn the_commit_point_comes_before_the_fsync_and_the_next_vote_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(&data_fs(&dir));
+    let t1 = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    vote(&fs, &t1);
+    let (tid1, seq1) = fs.finish_deferred(t1.id).unwrap();
+    assert_eq!(fs.last_transaction(), tid1, "published at the commit point");
+    assert!(!fs.group_sync().is_durable(seq1));
+    // The next vote's conflict checks see the first transaction...
+    let stale = txn("stale", vec![store(1, Tid::ZERO, b"b")]);
+    match fs.vote(&stale).unwrap() {
+        VoteOutcome::Conflicts(c) => assert_eq!(c[0].committed, tid1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // ...and its fsync (vote-fsync on) covers the first status byte.
+    let fsyncs = fs.group_sync().fsyncs();
+    let t2 = txn("two", vec![store(1, tid1, b"c")]);
+    vote(&fs, &t2);
+    assert_eq!(fs.group_sync().fsyncs(), fsyncs + 1);
+    assert!(
+        fs.group_sync().is_durable(seq1),
+        "the vote's fsync covers it"
+    );
+    fs.wait_durable(seq1).unwrap();
+    assert_eq!(fs.group_sync().fsyncs(), fsyncs + 1, "no fsync of its own");
+    let tid2 = fs.finish(t2.id).unwrap();
+    assert_eq!(fs.group_sync().fsyncs(), fsyncs + 2);
+    assert_eq!(fs.load(oid(1)).unwrap().1, tid2);
+}
+
+#[test]
+fn without_vote_fsync_one_fsync_covers_several_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_with(&data_fs(&dir), |o| o.vote_fsync = false);
+    let mut seqs = Vec::new();
+    for i in 0..5u64 {
+        let t = txn("t", vec![store(i, Tid::ZERO, b"x")]);
+        vote(&fs, &t);
+        seqs.push(fs.finish_deferred(t.id).unwrap().1);
+    }
+    assert_eq!(fs.group_sync().fsyncs(), 0);
+    fs.wait_durable(seqs[4]).unwrap();
+    assert_eq!(fs.group_sync().fsyncs(), 1);
+    for s in &seqs {
+        fs.wait_durable(*s).unwrap();
+    }
+    assert_eq!(
+        fs.group_sync().fsyncs(),
+        1,
+        "every earlier finish was covered"
+    );
+}
+
+#[test]
+fn finished_transactions_are_on_disk_after_close_even_when_nobody_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open_with(&path, |o| o.vote_fsync = false);
+    let t = txn("t", vec![store(1, Tid::ZERO, b"x")]);
+    vote(&fs, &t);
+    let (tid, seq) = fs.finish_deferred(t.id).unwrap();
+    fs.close().unwrap();
+    assert!(fs.group_sync().is_durable(seq));
+    let again = open(&path);
+    assert_eq!(again.last_transaction(), tid);
+}
+
+#[test]
+fn a_failed_fsync_fails_the_finish_and_refuses_every_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open(&path);
+    let t0 = commit(&fs, txn("zero", vec![store(0, Tid::ZERO, b"root")]));
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    vote(&fs, &t);
+    let (_, seq) = fs.finish_deferred(t.id).unwrap();
+    fs.group_sync().fail_next_fsync();
+    let err = fs.wait_durable(seq).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refuses writes until it is reopened"),
+        "{err}"
+    );
+    // Every write is refused from now on, with the same explanation.
+    let next = txn("two", vec![store(2, Tid::ZERO, b"b")]);
+    let refused = fs.vote(&next).unwrap_err();
+    assert!(matches!(refused, FsError::Io(_)), "{refused:?}");
+    assert!(
+        refused.to_string().contains("fdatasync failed"),
+        "{refused}"
+    );
+    assert!(fs.new_oids(1).is_err());
+    assert!(fs.wait_durable(seq).is_err());
+    // Reads go on.
+    assert_eq!(fs.load(oid(0)).unwrap().1, t0);
+    drop(fs);
+    // Reopening rereads the file (here the fsync did not really fail, so the
+    // transaction is there).
+    let again = open(&path);
+    assert_eq!(again.load(oid(1)).unwrap().0.as_ref(), b"a");
+}
+
+#[test]
+fn a_failed_vote_fsync_fails_the_vote_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open(&path);
+    commit(&fs, txn("zero", vec![store(0, Tid::ZERO, b"root")]));
+    let size = fs.size();
+    fs.group_sync().fail_next_fsync();
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    assert!(fs.vote(&t).is_err());
+    assert_eq!(file_len(&path), size, "the voted bytes are truncated away");
+    assert!(fs.voted_id().is_none());
+    assert!(fs
+        .vote(&txn("two", vec![store(2, Tid::ZERO, b"b")]))
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_committers_share_fsyncs_and_all_become_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let storage = Arc::new(
+        AsyncFileStorage::open(&path, zeoraid_filestorage::Options::default())
+            .await
+            .unwrap(),
+    );
+    const CLIENTS: u64 = 8;
+    const EACH: u64 = 25;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                let mut serial = Tid::ZERO;
+                let mut tids = Vec::new();
+                for i in 0..EACH {
+                    let t = txn("c", vec![store(c, serial, format!("{c}-{i}").as_bytes())]);
+                    let id = t.id;
+                    match storage.vote(t).await.unwrap() {
+                        VoteOutcome::Voted { .. } => {}
+                        other => panic!("{other:?}"),
+                    }
+                    let finished = storage.finish_deferred(id).await.unwrap();
+                    finished.durable.await.unwrap();
+                    serial = finished.tid;
+                    tids.push(finished.tid);
+                }
+                tids
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        let tids = t.await.unwrap();
+        assert!(tids.windows(2).all(|w| w[0] < w[1]));
+        all.extend(tids);
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len() as u64,
+        CLIENTS * EACH,
+        "every commit got its own tid"
+    );
+    let fsyncs = storage.engine().group_sync().fsyncs();
+    // Without sharing: one fsync per vote and one per finish. Back to back,
+    // the next vote's fsync covers most finishes (about 1.05 per commit here).
+    assert!(fsyncs < 2 * CLIENTS * EACH, "{fsyncs} fsyncs");
+    let last = storage.last_transaction().await.unwrap();
+    storage.close().await.unwrap();
+    drop(storage);
+    let again = open(&path);
+    assert_eq!(again.last_transaction(), last);
+    for c in 0..CLIENTS {
+        let data = again.load(oid(c)).unwrap().0;
+        assert_eq!(data.as_ref(), format!("{c}-{}", EACH - 1).as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_storage_error_after_a_failed_fsync_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = AsyncFileStorage::open(data_fs(&dir), zeoraid_filestorage::Options::default())
+        .await
+        .unwrap();
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let id = t.id;
+    storage.vote(t).await.unwrap();
+    let finished = storage.finish_deferred(id).await.unwrap();
+    storage.engine().group_sync().fail_next_fsync();
+    let err = finished.durable.await.unwrap_err();
+    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    // The commit lock was released at the commit point: the next vote runs
+    // (and is refused) instead of waiting forever.
+    let next = txn("two", vec![store(2, Tid::ZERO, b"b")]);
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), storage.vote(next))
+        .await
+        .expect("the vote does not wait for the lock");
+    assert!(refused.is_err());
+}
