@@ -435,16 +435,20 @@ fn vote_error(e: ClientError, txn: &Transaction) -> StorageError {
 }
 
 pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
-    let voted = take_live_voted(shared, id)?;
+    finish_voted(shared, take_live_voted(shared, id)?).await
+}
+
+/// `tpc_finish` of `voted`, waiting for the reply.
+async fn finish_voted(shared: &Shared, voted: Voted) -> StorageResult<Tid> {
     let reply = voted
         .session
         .call(
             "tpc_finish",
-            args(vec![wire_id(id)]),
+            args(vec![wire_id(voted.id)]),
             shared.options.timeout,
         )
         .await;
-    finish_outcome(reply, &voted.session, &shared.callbacks, id)
+    finish_outcome(reply, &voted.session, &shared.callbacks, voted.id)
 }
 
 /// `finish` split at its commit point (`Storage::finish_deferred`): `tpc_finish`
@@ -456,15 +460,8 @@ pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
 pub(crate) async fn finish_deferred(shared: &Shared, id: TxnId) -> StorageResult<Finished> {
     let voted = take_live_voted(shared, id)?;
     let Some(tid) = voted.tid else {
-        let reply = voted
-            .session
-            .call(
-                "tpc_finish",
-                args(vec![wire_id(id)]),
-                shared.options.timeout,
-            )
-            .await;
-        return finish_outcome(reply, &voted.session, &shared.callbacks, id)
+        return finish_voted(shared, voted)
+            .await
             .map(Finished::already_durable);
     };
     let wait = voted
