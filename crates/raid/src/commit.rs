@@ -66,6 +66,14 @@ impl TidClock {
     }
 }
 
+/// The degrade reason of a backend whose finish failed.
+fn finish_failure(e: CallError) -> String {
+    match e {
+        CallError::Answer(e) => format!("finish failed: {e}"),
+        CallError::Fault(f) => f.reason("finish"),
+    }
+}
+
 /// How often a coop vote is tried when every backend refuses its tid.
 const COOP_VOTE_ATTEMPTS: u32 = 5;
 
@@ -331,8 +339,7 @@ impl Inner {
             match result {
                 Ok(got) if got == tid => finished.push(i),
                 Ok(got) => out.push((i, format!("finish returned tid {got:?}, expected {tid:?}"))),
-                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
-                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+                Err(e) => out.push((i, finish_failure(e))),
             }
         }
         self.degrade_many(&out);
@@ -401,8 +408,7 @@ impl Inner {
                     i,
                     format!("finish returned tid {:?}, expected {tid:?}", f.tid),
                 )),
-                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
-                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+                Err(e) => out.push((i, finish_failure(e))),
             }
         }
         self.degrade_many(&out);
@@ -446,8 +452,7 @@ impl Inner {
         for (i, result) in join_all(waits).await {
             match result {
                 Ok(()) => finished.push(i),
-                Err(CallError::Answer(e)) => out.push((i, format!("finish failed: {e}"))),
-                Err(CallError::Fault(f)) => out.push((i, f.reason("finish"))),
+                Err(e) => out.push((i, finish_failure(e))),
             }
         }
         self.degrade_many(&out);

@@ -54,23 +54,29 @@ impl Inner {
     /// `targets` rotated so that the one the read policy picks comes first, the
     /// others following in configuration order (for failover).
     fn read_order(&self, mut targets: Vec<usize>) -> Vec<usize> {
-        if targets.is_empty() {
-            return targets;
+        if let Some(first) = self.policy_pick(targets.iter().copied()) {
+            targets.rotate_left(first);
         }
-        let first = match self.options.read_policy {
+        targets
+    }
+
+    /// The position among `candidates` of the backend the read policy picks
+    /// (`None` when there is none); round-robin advances the cursor.
+    fn policy_pick(&self, candidates: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+        match self.options.read_policy {
             // Reads that are not voted go round-robin under `vote`.
             ReadPolicy::RoundRobin | ReadPolicy::Vote => {
-                self.cursor.fetch_add(1, Ordering::Relaxed) % targets.len()
+                let count = candidates.count();
+                (count > 0).then(|| self.cursor.fetch_add(1, Ordering::Relaxed) % count)
             }
-            ReadPolicy::LeastOutstanding => targets
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, &i)| self.backend(i).in_flight())
-                .map(|(pos, _)| pos)
-                .unwrap_or(0),
-        };
-        targets.rotate_left(first);
-        targets
+            ReadPolicy::LeastOutstanding => {
+                let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+                candidates
+                    .enumerate()
+                    .min_by_key(|&(_, i)| backends.get(i).map_or(usize::MAX, |b| b.in_flight()))
+                    .map(|(pos, _)| pos)
+            }
+        }
     }
 
     /// Runs the read `f` on one backend, failing over; returns the answer.
@@ -189,24 +195,9 @@ impl Inner {
         if states.status() == RaidStatus::Failed {
             return None;
         }
-        let optimal = (0..states.slots()).filter(|&i| states.is_optimal(i));
-        match self.options.read_policy {
-            ReadPolicy::LeastOutstanding => {
-                let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
-                optimal.min_by_key(|&i| backends.get(i).map_or(usize::MAX, |b| b.in_flight()))
-            }
-            ReadPolicy::RoundRobin | ReadPolicy::Vote => {
-                let count = optimal.clone().count();
-                if count == 0 {
-                    return None;
-                }
-                let k = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
-                {
-                    let mut optimal = optimal;
-                    optimal.nth(k)
-                }
-            }
-        }
+        let mut optimal = (0..states.slots()).filter(|&i| states.is_optimal(i));
+        let first = self.policy_pick(optimal.clone())?;
+        optimal.nth(first)
     }
 
     /// `info` of one backend, named after the RAID, read-only when the RAID is.

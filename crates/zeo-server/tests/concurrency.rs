@@ -164,8 +164,19 @@ async fn commit_and_hold_the_next(
     (t1, finish)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loads_are_answered_while_a_finish_is_held_and_precede_its_invalidation() {
+/// A server on a [`Gated`] storage, two registered clients, and a second commit
+/// of `a` whose finish the storage holds at `at` until `release` is dropped
+/// (`b` has seen the first commit's invalidation).
+struct HeldFinish {
+    server: TestServer,
+    a: TestClient,
+    b: TestClient,
+    release: tokio::sync::OwnedMutexGuard<()>,
+    t1: Value,
+    finish: Value,
+}
+
+async fn hold_a_finish(at: HoldFinish) -> HeldFinish {
     let storage = Gated::new(None);
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
@@ -173,9 +184,28 @@ async fn loads_are_answered_while_a_finish_is_held_and_precede_its_invalidation(
     a.register().await;
     b.register().await;
     let release = storage.release.clone().lock_owned().await;
-    let (t1, finish) =
-        commit_and_hold_the_next(&storage, &mut a, HoldFinish::BeforePublishing).await;
+    let (t1, finish) = commit_and_hold_the_next(&storage, &mut a, at).await;
     b.wait_callback("invalidateTransaction").await;
+    HeldFinish {
+        server,
+        a,
+        b,
+        release,
+        t1,
+        finish,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_are_answered_while_a_finish_is_held_and_precede_its_invalidation() {
+    let HeldFinish {
+        server,
+        mut a,
+        mut b,
+        release,
+        t1,
+        finish,
+    } = hold_a_finish(HoldFinish::BeforePublishing).await;
 
     // The finish is stuck in the storage (an fsync that takes forever): b's load
     // is still answered, with the state before the commit, as current data.
@@ -203,16 +233,14 @@ async fn loads_are_answered_while_a_finish_is_held_and_precede_its_invalidation(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_visible_in_the_storage_is_not_shown_before_its_invalidation() {
-    let storage = Gated::new(None);
-    let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
-    let mut a = TestClient::connect(&server.addr).await;
-    let mut b = TestClient::connect(&server.addr).await;
-    a.register().await;
-    b.register().await;
-    let release = storage.release.clone().lock_owned().await;
-    let (t1, finish) =
-        commit_and_hold_the_next(&storage, &mut a, HoldFinish::AfterPublishing).await;
-    b.wait_callback("invalidateTransaction").await;
+    let HeldFinish {
+        server,
+        mut a,
+        mut b,
+        release,
+        t1,
+        finish,
+    } = hold_a_finish(HoldFinish::AfterPublishing).await;
 
     // The storage already shows v2, but the server answers as of the last
     // transaction whose invalidations are queued (t1): register, lastTransaction
