@@ -349,15 +349,10 @@ pub fn encode_load_before_reply(
     match record {
         None => out.push(b'N'),
         Some(r) => {
-            if let Ok(len) = u8::try_from(r.data.len()) {
-                out.extend_from_slice(&[b'C', len]);
-            } else {
-                let len = u32::try_from(r.data.len())
-                    .map_err(|_| CodecError::Encode(format!("{} bytes of data", r.data.len())))?;
-                out.push(b'B');
-                out.extend_from_slice(&len.to_le_bytes());
-            }
-            out.extend_from_slice(r.data);
+            // The data through the encoder (its opcode depends on the length);
+            // the tids are always 8 bytes: SHORT_BINBYTES.
+            zeoraid_wire::pickle::encode_value_into(&Value::Bytes(r.data.clone()), &mut out)
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
             out.extend_from_slice(&[b'C', 8]);
             out.extend_from_slice(&r.start);
             match r.end {

@@ -34,7 +34,7 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) -> Result<()> {
 
 /// Append the opcodes of `value` alone (no `PROTO`, no `STOP`), to splice into a
 /// pickle written by hand around it: the server's fast path for `loadBefore`
-/// replies writes the fixed parts itself and only the msgid through here.
+/// replies writes the fixed parts itself and the msgid and data through here.
 pub fn encode_value_into(value: &Value, out: &mut Vec<u8>) -> Result<()> {
     save(value, out, 0)
 }
