@@ -114,14 +114,14 @@ def test_warnings_for_ignored_settings(zeoraid, tmp_path):
     path = tmp_path / "zeo.conf"
     path.write_text(
         "%import zc.zlibstorage\n" + GOOD_ZEO
-        + "<zeoclient 1>\n  server 127.0.0.1:%d\n  cache-size 20MB\n  wait-timeout 1\n"
+        + "<zeoclient 1>\n  server 127.0.0.1:%d\n  cache-path c.zec\n  wait-timeout 1\n"
           "</zeoclient>\n" % conftest.free_port())
     result = zeoraid("serve", "-C", str(path))
     # Nothing listens there: a proxy that waits for its server gives up clearly.
     assert result.returncode == EXIT_USAGE
     assert "cannot connect" in result.stderr
     assert "%import zc.zlibstorage is ignored" in result.stderr
-    assert "'cache-size' in <zeoclient 1> is not supported yet, ignored" in result.stderr
+    assert "'cache-path' in <zeoclient 1> is not supported yet, ignored" in result.stderr
 
 
 def test_version(zeoraid):

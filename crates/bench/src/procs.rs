@@ -321,6 +321,7 @@ pub fn filestorage_section(name: &str, dir: &Path) -> String {
 }
 
 /// `<zeoclient NAME>` section for a backend server.
-pub fn zeoclient_section(name: &str, addr: &str) -> String {
-    format!("<zeoclient {name}>\n  server {addr}\n</zeoclient>\n")
+/// `cache-size`: the backend client's object cache (ZEO's syntax, e.g. `20MB`, `0`).
+pub fn zeoclient_section(name: &str, addr: &str, cache_size: &str) -> String {
+    format!("<zeoclient {name}>\n  server {addr}\n  cache-size {cache_size}\n</zeoclient>\n")
 }

@@ -5,7 +5,10 @@
 //!   vs `zeoraid serve` with 1 FileStorage (targets: commits/s ≥ 0.9×, loads/s ≥ 1×);
 //! * remote: `zeoraid serve` with a `<raidstorage>` over 2 `runzeo` backends
 //!   (`client-conflict-resolution true`) vs the load generator talking to one such
-//!   `runzeo` directly (targets: commits/s ≥ 0.85×, loads/s ≥ 1.5×).
+//!   `runzeo` directly (targets: commits/s ≥ 0.85×, loads/s ≥ 1.5×). The loads
+//!   revisit preloaded objects, so with the backends' object caches (`cache-size`,
+//!   `--zeoclient-cache-size`) zeoraid answers them itself; with `0` every load
+//!   reaches a runzeo.
 //!
 //! Server CPU per operation counts every process of the system under test (zeoraid
 //! and its runzeo backends).
@@ -34,6 +37,10 @@ pub struct RaidArgs {
     /// Connections committing concurrently.
     #[arg(long, default_value_t = 8)]
     pub lg_commit_connections: usize,
+    /// `cache-size` of the RAID's `<zeoclient>` backends (ZEO's default `20MB`;
+    /// `0`: every load reaches a runzeo, spread over both).
+    #[arg(long, default_value = "20MB")]
+    pub zeoclient_cache_size: String,
     /// Only the embedded comparison.
     #[arg(long)]
     pub skip_remote: bool,
@@ -221,8 +228,8 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         let bb = Server::runzeo("runzeo b", &python, &dir.join("rz-b"), true).await?;
         let conf = format!(
             "<raidstorage 1>\n{}{}</raidstorage>\n",
-            procs::zeoclient_section("a", &ba.addr),
-            procs::zeoclient_section("b", &bb.addr)
+            procs::zeoclient_section("a", &ba.addr, &args.zeoclient_cache_size),
+            procs::zeoclient_section("b", &bb.addr, &args.zeoclient_cache_size)
         );
         let raid = Server::zeoraid(A, &zeoraid_bin, &dir.join("raid-remote"), &conf).await?;
         let raid = preload(&args, A, raid, vec![ba, bb]).await?;
@@ -231,7 +238,11 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         let (results, front) = compare(&args, &raid, &direct).await?;
         raid.stop().await;
         direct.stop().await;
-        println!("### runzeo backends\n\n{}", results.table(A, B, &metrics));
+        println!(
+            "### runzeo backends (`cache-size {}`)\n\n{}",
+            args.zeoclient_cache_size,
+            results.table(A, B, &metrics)
+        );
         println!(
             "CPU of the front process alone (zeoraid without its backends; runzeo):\n\n{}",
             front.table(A, B, &[Metric::CpuPerOp])

@@ -5,7 +5,9 @@
 //! - [`FileStorage`] is the synchronous engine (`storage.rs`, `commit.rs`,
 //!   `undo.rs`, `pack.rs`);
 //! - [`AsyncFileStorage`] implements [`zeoraid_storage::Storage`] on top of it,
-//!   running every call on `tokio::task::spawn_blocking`, serialising votes with
+//!   running calls that may wait for the disk on `tokio::task::spawn_blocking`
+//!   (loads and the finish's commit point run on the caller's thread: they only
+//!   touch the page cache and memory), serialising votes with
 //!   an async commit lock held from `vote` to the commit point of
 //!   `finish`/`finish_deferred` (or `abort`); the finish's fsync runs after the
 //!   lock is released, shared with other finishes (group commit).
@@ -234,9 +236,12 @@ impl Storage for AsyncFileStorage {
 
     /// The commit point (status byte written, index published) under the
     /// commit lock, which is released at once; the durability wait is a group
-    /// fsync on a blocking thread, shared with the finishes around it.
+    /// fsync on a blocking thread, shared with the finishes around it. The commit
+    /// point runs on the caller's thread: a one-byte write into the page cache and
+    /// an index update, cheaper than the hand-off to a blocking thread, which the
+    /// next transaction would wait for under the commit lock.
     async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
-        let result = self.blocking(move |e| e.finish_deferred(id)).await;
+        let result = self.engine.finish_deferred(id).map_err(StorageError::from);
         if result.is_ok() || self.engine.voted_tid().is_none() {
             self.release(id);
         }

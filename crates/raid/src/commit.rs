@@ -8,8 +8,10 @@
 //! left the caller gets an error and nothing is acknowledged.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::future::join_all;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit};
@@ -72,6 +74,23 @@ fn finish_failure(e: CallError) -> String {
         CallError::Answer(e) => format!("finish failed: {e}"),
         CallError::Fault(f) => f.reason("finish"),
     }
+}
+
+/// Runs `work` to its end even if the caller goes away. It is polled once here,
+/// so that work whose backends answer at once (embedded ones) costs no task and
+/// no hand-over to another thread; only work that has to wait moves into a task
+/// of its own. Nothing can cancel it between that poll and the spawn.
+async fn run_to_end<T: Send + 'static>(
+    op: &str,
+    work: impl Future<Output = StorageResult<T>> + Send + 'static,
+) -> StorageResult<T> {
+    let mut work = Box::pin(work);
+    if let Poll::Ready(outcome) = futures::poll!(work.as_mut()) {
+        return outcome;
+    }
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StorageError::Transaction(format!("{op} did not complete: {e}")))?
 }
 
 /// How often a coop vote is tried when every backend refuses its tid.
@@ -300,13 +319,11 @@ impl Inner {
         live
     }
 
-    /// Finishes in a task of its own: once begun, a finish runs to its end even if
-    /// the caller goes away, so backends never stay half-committed.
+    /// Once begun, a finish runs to its end even if the caller goes away
+    /// ([`run_to_end`]), so backends never stay half-committed.
     pub(crate) async fn finish(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
         let inner = Arc::clone(self);
-        tokio::spawn(async move { inner.finish_now(id).await })
-            .await
-            .map_err(|e| StorageError::Transaction(format!("finish did not complete: {e}")))?
+        run_to_end("finish", async move { inner.finish_now(id).await }).await
     }
 
     async fn finish_now(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
@@ -372,17 +389,15 @@ impl Inner {
     /// released, so the next transaction votes while this one's fsyncs run. The
     /// returned wait completes once every participant finished it durably (those
     /// that failed are degraded then); only then may it be acknowledged. Both
-    /// phases run in tasks of their own, so the bookkeeping happens even if the
-    /// caller goes away. Under `read-policy vote` it is a plain `finish`: voted
+    /// phases run to their end ([`run_to_end`], and the wait in a task of its
+    /// own), so the bookkeeping happens even if the caller goes away. Under `read-policy vote` it is a plain `finish`: voted
     /// reads must not see a commit that some backends have not finished.
     pub(crate) async fn finish_deferred(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
         if self.options.read_policy == ReadPolicy::Vote {
             return self.finish(id).await.map(Finished::already_durable);
         }
         let inner = Arc::clone(self);
-        tokio::spawn(async move { inner.pass_commit_point(id).await })
-            .await
-            .map_err(|e| StorageError::Transaction(format!("finish did not complete: {e}")))?
+        run_to_end("finish", async move { inner.pass_commit_point(id).await }).await
     }
 
     async fn pass_commit_point(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
@@ -459,12 +474,10 @@ impl Inner {
         self.note_finished(tid, &finished)
     }
 
-    /// Aborts in a task of its own, like `finish`.
+    /// Aborts to the end, like `finish`.
     pub(crate) async fn abort(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {
         let inner = Arc::clone(self);
-        tokio::spawn(async move { inner.abort_now(id).await })
-            .await
-            .map_err(|e| StorageError::Transaction(format!("abort did not complete: {e}")))?
+        run_to_end("abort", async move { inner.abort_now(id).await }).await
     }
 
     async fn abort_now(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {

@@ -106,8 +106,9 @@ pub(crate) struct Inner {
     pub visibility: tokio::sync::RwLock<()>,
     /// The highest oid handed out; serialises `new_oids`.
     pub oids: tokio::sync::Mutex<u64>,
-    /// The round-robin read cursor.
-    pub cursor: AtomicUsize,
+    /// The optimal backends as a bit set, published by the state table
+    /// ([`StateTable::readable`]) for the inline read path.
+    pub readable: Arc<AtomicU64>,
     pub invalidations: invalidations::Hub,
     pub closed: AtomicBool,
     /// Set while a recovery runs (the recovery refuses pack through it).
@@ -330,17 +331,18 @@ impl RaidStorage {
         };
         let recovery_rate = options.recovery_rate.unwrap_or(0);
         let coop = options.cluster_mode == ClusterMode::Coop;
+        let table = StateTable::new(names, states, coop, record);
         let inner = Arc::new(Inner {
             backends: RwLock::new(backends),
             options,
-            states: Mutex::new(StateTable::new(names, states, coop, record)),
+            readable: table.readable(),
+            states: Mutex::new(table),
             commit_lock: Arc::new(Semaphore::new(1)),
             finishes: Arc::new(tokio::sync::RwLock::new(())),
             pending: Mutex::new(None),
             tids: Mutex::new(commit::TidClock::new(newest)),
             visibility: tokio::sync::RwLock::new(()),
             oids: tokio::sync::Mutex::new(0),
-            cursor: AtomicUsize::new(0),
             invalidations: invalidations::Hub::new(),
             closed: AtomicBool::new(false),
             recovery_running: AtomicBool::new(false),

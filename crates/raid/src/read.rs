@@ -18,6 +18,38 @@ use crate::error::no_backend_left;
 use crate::verdict::{decide, AnswerKind, ReadVerdict};
 use crate::{FailMode, Inner, RaidStatus, ReadPolicy};
 
+thread_local! {
+    /// This thread's round-robin turn: a counter per thread rather than one
+    /// shared by every load, whose cache line the cores would pass back and forth.
+    static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The next round-robin turn of this thread.
+fn next_turn() -> usize {
+    TURN.with(|turn| {
+        let t = turn.get();
+        turn.set(t.wrapping_add(1));
+        t
+    })
+}
+
+/// The indices of the set bits of a backend bit set, lowest first.
+#[derive(Clone, Copy)]
+struct SetBits(u64);
+
+impl Iterator for SetBits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
 impl Inner {
     /// The backends reads may go to, and whether a failing one is to be degraded.
     fn read_targets(&self) -> StorageResult<(Vec<usize>, bool)> {
@@ -61,13 +93,13 @@ impl Inner {
     }
 
     /// The position among `candidates` of the backend the read policy picks
-    /// (`None` when there is none); round-robin advances the cursor.
+    /// (`None` when there is none); round-robin advances this thread's turn.
     fn policy_pick(&self, candidates: impl Iterator<Item = usize> + Clone) -> Option<usize> {
         match self.options.read_policy {
             // Reads that are not voted go round-robin under `vote`.
             ReadPolicy::RoundRobin | ReadPolicy::Vote => {
                 let count = candidates.count();
-                (count > 0).then(|| self.cursor.fetch_add(1, Ordering::Relaxed) % count)
+                (count > 0).then(|| next_turn() % count)
             }
             ReadPolicy::LeastOutstanding => {
                 let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
@@ -170,7 +202,7 @@ impl Inner {
         let i = self.pick_reader()?;
         let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
         let b = backends.get(i)?;
-        match b.call_inline(Kind::Read, || b.storage.load_before_inline(oid, before))? {
+        match b.read_inline(|| b.storage.load_before_inline(oid, before))? {
             Ok(v) => Some(Ok(v)),
             Err(CallError::Answer(e)) => Some(Err(e)),
             // Whether a refusal degrades depends on what the others answer: the
@@ -191,13 +223,11 @@ impl Inner {
         if self.options.read_policy == ReadPolicy::Vote || self.closed.load(Ordering::SeqCst) {
             return None;
         }
-        let states = self.states();
-        if states.status() == RaidStatus::Failed {
-            return None;
-        }
-        let mut optimal = (0..states.slots()).filter(|&i| states.is_optimal(i));
-        let first = self.policy_pick(optimal.clone())?;
-        optimal.nth(first)
+        // The published bit set, not the state table: no lock shared by every
+        // load (0 once the RAID has failed).
+        let mask = self.readable.load(Ordering::Acquire);
+        let first = self.policy_pick(SetBits(mask))?;
+        SetBits(mask).nth(first)
     }
 
     /// `info` of one backend, named after the RAID, read-only when the RAID is.

@@ -3,6 +3,8 @@
 //! optimal or starts recovering, `error` when the RAID fails.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::optimal_record::OptimalRecord;
@@ -115,6 +117,10 @@ pub(crate) struct StateTable {
     /// Where the backends holding every acknowledged commit are recorded
     /// (`optimal_record.rs`); kept up to date on every change of the set.
     record: Option<OptimalRecord>,
+    /// The optimal backends as a bit set (bit i: backend i), 0 once the RAID has
+    /// failed or when it has more than 64 slots: what the inline read path reads
+    /// without taking this table's lock.
+    readable: Arc<AtomicU64>,
 }
 
 impl StateTable {
@@ -147,8 +153,10 @@ impl StateTable {
             last_good: Vec::new(),
             majority_needed,
             record,
+            readable: Arc::new(AtomicU64::new(0)),
         };
         table.status = table.derive_status();
+        table.publish_readable();
         table.log_status();
         table.persist();
         table
@@ -183,11 +191,6 @@ impl StateTable {
 
     pub(crate) fn state(&self, i: usize) -> &BackendState {
         &self.states[i]
-    }
-
-    /// How many backend slots there are, removed ones included.
-    pub(crate) fn slots(&self) -> usize {
-        self.states.len()
     }
 
     pub(crate) fn is_optimal(&self, i: usize) -> bool {
@@ -351,6 +354,23 @@ impl StateTable {
             self.status = status;
             self.log_status();
         }
+        self.publish_readable();
+    }
+
+    /// The bit set of optimal backends, kept current by every change of a state.
+    pub(crate) fn readable(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.readable)
+    }
+
+    fn publish_readable(&self) {
+        let mask = if self.status == RaidStatus::Failed || self.states.len() > 64 {
+            0
+        } else {
+            (0..self.states.len())
+                .filter(|&i| self.is_optimal(i))
+                .fold(0u64, |mask, i| mask | 1 << i)
+        };
+        self.readable.store(mask, Ordering::Release);
     }
 
     fn log_status(&self) {
@@ -457,5 +477,26 @@ mod tests {
         t.degrade_many(&[(0, "a".into()), (1, "b".into())]);
         assert_eq!(t.status(), RaidStatus::Failed);
         assert_eq!(t.last_good(), &[0, 1]);
+    }
+
+    #[test]
+    fn the_readable_set_follows_every_change_of_state() {
+        let mut t = table(3);
+        let readable = t.readable();
+        let bits = || readable.load(Ordering::Acquire);
+        assert_eq!(bits(), 0b111);
+        t.degrade(1, "x".into());
+        assert_eq!(bits(), 0b101);
+        t.set_recovering(1, RecoveryProgress::default());
+        assert_eq!(bits(), 0b101, "a recovering backend is not read");
+        t.set_optimal(1);
+        assert_eq!(bits(), 0b111);
+        t.remove(2);
+        assert_eq!(bits(), 0b011);
+        let added = t.push("b3".into(), BackendState::Optimal);
+        assert_eq!(bits(), 0b011 | 1 << added);
+        t.degrade_many(&[(0, "a".into()), (1, "b".into()), (added, "c".into())]);
+        assert_eq!(t.status(), RaidStatus::Failed);
+        assert_eq!(bits(), 0, "a failed RAID reads through the async path");
     }
 }

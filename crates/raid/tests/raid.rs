@@ -1115,6 +1115,32 @@ async fn reads_go_on_while_a_backend_is_slow_to_finish() {
     );
 }
 
+#[tokio::test]
+async fn a_finish_dropped_midway_still_commits_everywhere_and_frees_the_lock() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let oid = raid.new_oids(1).await.unwrap()[0];
+    let t = txn(vec![store(oid, Tid::ZERO, "kept")]);
+    let id = t.id;
+    raid.vote(t).await.unwrap();
+    // b1 is slow to reach its commit point; the caller gives up meanwhile.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    b[1].next(Op::Finish, Action::WaitFor(Arc::clone(&gate)));
+    let dropped = tokio::time::timeout(Duration::from_millis(100), raid.finish_deferred(id)).await;
+    assert!(dropped.is_err(), "the finish was still running");
+    gate.add_permits(1);
+    // The finish ran to its end without its caller: the next commit gets the lock,
+    // and both backends hold the first transaction.
+    let (_, later) = tokio::time::timeout(Duration::from_secs(5), commit_new(&raid, "next"))
+        .await
+        .expect("the commit lock was released");
+    let (data, tid) = current(&raid, oid).await.unwrap();
+    assert_eq!(data, Bytes::from("kept"));
+    assert!(tid < later);
+    assert_eq!(raid.status(), RaidStatus::Optimal);
+    assert_identical(&[&b[0], &b[1]]).await;
+}
+
 /// Votes a fresh store through the RAID and passes its commit point.
 async fn vote_and_pass_commit_point(raid: &RaidStorage, data: &str) -> (Oid, Finished) {
     let oid = raid.new_oids(1).await.unwrap()[0];

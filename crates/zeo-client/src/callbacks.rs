@@ -1,5 +1,7 @@
 //! Server → client callbacks, always one-way `(0, True, name, args)`:
-//! `invalidateTransaction(tid, oids)` goes out on the invalidation broadcast,
+//! `invalidateTransaction(tid, oids)` ends the cached current revisions of the
+//! oids and goes out on the invalidation broadcast, `invalidateCache()` empties
+//! the object cache,
 //! `info(dict)` updates the cached storage facts, and
 //! `receiveBlobStart/Chunk/Stop(oid, serial, …)` write a blob into the blob cache
 //! (they arrive before the reply to the `sendBlob` call that asked for them).
@@ -17,6 +19,7 @@ use zeoraid_wire::Value;
 
 use crate::blob_cache::BlobCache;
 use crate::blobs;
+use crate::object_cache::ObjectCache;
 
 /// Blob downloads in progress on one connection (owned by its reader task).
 #[derive(Default)]
@@ -37,6 +40,8 @@ pub(crate) struct Callbacks {
     pub(crate) last_tid: Mutex<Tid>,
     /// Where `receiveBlob*` write (None: no blob cache; shared blob dirs need none).
     pub(crate) blob_cache: Option<Arc<BlobCache>>,
+    /// The object cache (`cache-size`), changed in wire order by the reader task.
+    pub(crate) object_cache: Arc<ObjectCache>,
 }
 
 fn oid_tid(args: &[Value], name: &str) -> Result<(Oid, Tid), String> {
@@ -50,7 +55,7 @@ fn oid_tid(args: &[Value], name: &str) -> Result<(Oid, Tid), String> {
 }
 
 impl Callbacks {
-    pub(crate) fn new(blob_cache: Option<Arc<BlobCache>>) -> Self {
+    pub(crate) fn new(blob_cache: Option<Arc<BlobCache>>, object_cache_size: u64) -> Self {
         let (invalidations, _) = broadcast::channel(1024);
         Callbacks {
             invalidations,
@@ -58,6 +63,7 @@ impl Callbacks {
             info_stale: AtomicBool::new(false),
             last_tid: Mutex::new(Tid::ZERO),
             blob_cache,
+            object_cache: Arc::new(ObjectCache::new(object_cache_size)),
         }
     }
 
@@ -111,10 +117,12 @@ impl Callbacks {
         let _ = self.invalidations.send(Invalidation { tid, oids });
     }
 
-    /// Handles one callback. `Err(reason)` means the server broke the protocol and
-    /// the connection is dropped; unknown callbacks are only logged (as ZEO does).
+    /// Handles one callback read by session `generation`. `Err(reason)` means the
+    /// server broke the protocol and the connection is dropped; unknown callbacks
+    /// are only logged (as ZEO does).
     pub(crate) async fn handle(
         &self,
+        generation: u64,
         name: &str,
         args: Value,
         downloads: &mut Downloads,
@@ -139,7 +147,15 @@ impl Callbacks {
                     .collect::<Option<Vec<_>>>()
                     .ok_or("invalidateTransaction: an oid is not 8 bytes")?;
                 debug!(?tid, count = oids.len(), "invalidateTransaction");
+                self.object_cache.invalidate(generation, tid, &oids);
                 self.invalidate(tid, oids);
+                Ok(())
+            }
+            "invalidateCache" => {
+                // ZEO's server sends it when it cannot tell what changed; the
+                // invalidation stream has no "everything" to pass on.
+                warn!("the server invalidated the whole cache");
+                self.object_cache.clear(generation);
                 Ok(())
             }
             "info" => {

@@ -17,6 +17,7 @@ use crate::blob_cache::{BlobCache, BlobCachePrune};
 use crate::callbacks::Callbacks;
 use crate::commit::CommitState;
 use crate::error::ClientError;
+use crate::object_cache::ObjectCacheStats;
 use crate::options::{ServerAddress, ZeoClientOptions};
 use crate::rpc::Session;
 use crate::supervisor;
@@ -146,10 +147,11 @@ impl ZeoClient {
         let (state_tx, _) = watch::channel(ConnectionState::Connecting);
         let (shutdown_tx, _) = watch::channel(false);
         let wait = options.wait.then_some(options.wait_timeout);
+        let object_cache_size = options.cache_size;
         let shared = Arc::new(Shared {
             options,
             tls,
-            callbacks: Arc::new(Callbacks::new(cache)),
+            callbacks: Arc::new(Callbacks::new(cache, object_cache_size)),
             current: RwLock::new(None),
             state_tx,
             shutdown_tx,
@@ -279,6 +281,11 @@ impl ZeoClient {
                 .map_err(|e| ClientError::Io(format!("pruning the blob cache: {e}"))),
             None => Ok(BlobCachePrune::default()),
         }
+    }
+
+    /// The object cache's hit and miss counters and its size (`cache-size`).
+    pub fn cache_stats(&self) -> ObjectCacheStats {
+        self.shared.callbacks.object_cache.stats()
     }
 
     /// Closes the connection for good.

@@ -14,6 +14,11 @@
 //! dicts `{'oid','serials','data'}` (client-conflict-resolution servers) →
 //! `Conflicts` and the server-side transaction is aborted; an error reply → the
 //! mapped `StorageError`, also after a `tpc_abort`.
+//!
+//! The oids a voted transaction changes (stores, restores, deletes, blob stores
+//! and what the vote reply says undo touched) travel with its `tpc_finish` call:
+//! the reader invalidates them in the object cache when it reads the reply — the
+//! server sends us no invalidation for our own commits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,13 +38,15 @@ use crate::callbacks::Callbacks;
 use crate::client::Shared;
 use crate::convert::{self, bytes_of, items, oid_of, protocol, tid_of};
 use crate::error::{storage_error, ClientError};
-use crate::rpc::Session;
+use crate::rpc::{CacheEffect, Session};
 
 /// A voted transaction waiting for `finish` or `abort`.
 struct Voted {
     id: TxnId,
     /// The explicit tid it was voted with, if any.
     tid: Option<Tid>,
+    /// The oids it changes, to invalidate in the object cache when it commits.
+    changed: Vec<Oid>,
     session: Arc<Session>,
     _lock: OwnedMutexGuard<()>,
 }
@@ -398,6 +405,7 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
                 *voted = Some(Voted {
                     id: txn.id,
                     tid: txn.tid,
+                    changed: changed_oids(&txn, &undone),
                     session,
                     _lock: lock,
                 });
@@ -414,6 +422,27 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
             Err(vote_error(e, &txn))
         }
     }
+}
+
+/// Every oid `txn` changes once committed: the oids of its stores, restores,
+/// deletes and blob stores, and those its undos touched (`undone`, from the vote
+/// reply). Serial checks change nothing.
+fn changed_oids(txn: &Transaction, undone: &[Oid]) -> Vec<Oid> {
+    let mut oids: Vec<Oid> = txn
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Operation::Store { oid, .. }
+            | Operation::StoreBlob { oid, .. }
+            | Operation::Restore { oid, .. }
+            | Operation::Delete { oid, .. } => Some(*oid),
+            Operation::CheckCurrentSerial { .. } | Operation::Undo { .. } => None,
+        })
+        .chain(undone.iter().copied())
+        .collect();
+    oids.sort_unstable();
+    oids.dedup();
+    oids
 }
 
 /// Maps a failed vote's error; an undo id the storage cannot even decode
@@ -439,13 +468,15 @@ pub(crate) async fn finish(shared: &Shared, id: TxnId) -> StorageResult<Tid> {
 }
 
 /// `tpc_finish` of `voted`, waiting for the reply.
-async fn finish_voted(shared: &Shared, voted: Voted) -> StorageResult<Tid> {
+async fn finish_voted(shared: &Shared, mut voted: Voted) -> StorageResult<Tid> {
     let reply = voted
         .session
-        .call(
+        .call_with(
+            BytesMut::new(),
             "tpc_finish",
             args(vec![wire_id(voted.id)]),
             shared.options.timeout,
+            CacheEffect::Finish(std::mem::take(&mut voted.changed)),
         )
         .await;
     finish_outcome(reply, &voted.session, &shared.callbacks, voted.id)
@@ -458,7 +489,7 @@ async fn finish_voted(shared: &Shared, voted: Voted) -> StorageResult<Tid> {
 /// The reply is the durability wait. A transaction voted without an explicit tid
 /// does not know its tid before the reply: it finishes in full.
 pub(crate) async fn finish_deferred(shared: &Shared, id: TxnId) -> StorageResult<Finished> {
-    let voted = take_live_voted(shared, id)?;
+    let mut voted = take_live_voted(shared, id)?;
     let Some(tid) = voted.tid else {
         return finish_voted(shared, voted)
             .await
@@ -470,6 +501,7 @@ pub(crate) async fn finish_deferred(shared: &Shared, id: TxnId) -> StorageResult
             "tpc_finish",
             args(vec![wire_id(id)]),
             shared.options.timeout,
+            CacheEffect::Finish(std::mem::take(&mut voted.changed)),
         )
         .await
         .map_err(StorageError::from)?;

@@ -18,7 +18,10 @@
 //! * `rpc` — the multiplexed session: msgid matching, one-way calls, the FIFO
 //!   writer task, heartbeats, the reader task; a dead session fails every
 //!   pending call at once.
-//! * `callbacks` — `invalidateTransaction`, `info`, `receiveBlob*`.
+//! * `callbacks` — `invalidateTransaction`, `invalidateCache`, `info`,
+//!   `receiveBlob*`.
+//! * `object_cache` — the in-memory object cache (`cache-size`), changed only
+//!   from the reader task, in wire order.
 //! * `supervisor` — reconnects with capped exponential backoff, re-registers.
 //! * `commit` — the pipelined two-phase commit and the local commit lock.
 //! * `blob_cache` — pruning the blob cache to `blob-cache-size` (LRU).
@@ -43,6 +46,7 @@ mod connection;
 mod convert;
 pub mod error;
 mod iterator;
+mod object_cache;
 pub mod options;
 mod rpc;
 mod storage;
@@ -54,5 +58,6 @@ pub use blob_cache::BlobCachePrune;
 pub use blobs::BLOB_CHUNK_SIZE;
 pub use client::{ConnectionState, ZeoClient};
 pub use error::ClientError;
+pub use object_cache::{ObjectCacheStats, ENTRY_OVERHEAD};
 pub use options::{ServerAddress, TlsOptions, ZeoClientOptions};
 pub use zeoraid_wire::Encoding;

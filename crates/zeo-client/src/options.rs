@@ -33,6 +33,8 @@ pub const DEFAULT_BLOB_CACHE_SIZE: u64 = 1 << 30;
 pub const DEFAULT_BLOB_CACHE_SIZE_CHECK: u8 = 10;
 /// A cache file used this recently is never pruned (its path was just handed out).
 pub const DEFAULT_BLOB_CACHE_GRACE: Duration = Duration::from_secs(10);
+/// Default `cache-size` of the object cache: ZEO's (`20MB`, ZConfig's byte-size).
+pub const DEFAULT_CACHE_SIZE: u64 = 20 << 20;
 /// Largest frame accepted from a server.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 256 * 1024 * 1024;
 
@@ -157,6 +159,10 @@ pub struct ZeoClientOptions {
     pub blob_cache_size_check: u8,
     /// Cache files used within this time are never pruned (default 10 s).
     pub blob_cache_grace: Duration,
+    /// `cache-size` (default 20 MiB, ZEO's): the in-memory object cache keeps
+    /// loaded revisions up to this many bytes (data plus a fixed overhead per
+    /// revision), least recently used first out. 0 disables it.
+    pub cache_size: u64,
     /// `timeout`: the longest any call may take before it fails with
     /// `StorageError::Timeout` (except `pack`).
     pub timeout: Duration,
@@ -181,7 +187,7 @@ pub struct ZeoClientOptions {
 
 impl ZeoClientOptions {
     /// Options for one server with every default (`storage` "1", writable, wait,
-    /// no blobs, no TLS).
+    /// no blobs, a 20 MiB object cache, no TLS).
     pub fn new(server: ServerAddress) -> Self {
         ZeoClientOptions {
             servers: vec![server],
@@ -194,6 +200,7 @@ impl ZeoClientOptions {
             blob_cache_size: Some(DEFAULT_BLOB_CACHE_SIZE),
             blob_cache_size_check: DEFAULT_BLOB_CACHE_SIZE_CHECK,
             blob_cache_grace: DEFAULT_BLOB_CACHE_GRACE,
+            cache_size: DEFAULT_CACHE_SIZE,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pack_timeout: DEFAULT_PACK_TIMEOUT,
@@ -266,6 +273,12 @@ impl ZeoClientOptions {
     /// How long a just-used cache file is spared from pruning.
     pub fn blob_cache_grace(mut self, grace: Duration) -> Self {
         self.blob_cache_grace = grace;
+        self
+    }
+
+    /// `cache-size`: the object cache's size in bytes (0: no object cache).
+    pub fn cache_size(mut self, bytes: u64) -> Self {
+        self.cache_size = bytes;
         self
     }
 

@@ -5,7 +5,13 @@
 //!
 //! A session dies once: on EOF, an I/O error, a malformed frame, or when closed
 //! deliberately. Then every pending call fails at once with `Disconnected(reason)`,
-//! both tasks stop and the socket is dropped; the supervisor opens a new session.
+//! the object cache is emptied, both tasks stop and the socket is dropped; the
+//! supervisor opens a new session.
+//!
+//! The reader applies a call's effect on the object cache ([`CacheEffect`])
+//! before it completes the call, in wire order with the invalidation callbacks:
+//! a `loadBefore` reply is stored, a `tpc_finish` reply invalidates what our
+//! transaction changed — also when nobody waits for the reply any more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,13 +22,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
+use zeoraid_storage::Oid;
 use zeoraid_wire::{
     decode_message, encode_frame, encode_message, Encoding, ErrorPayload, FrameDecoder, Message,
     MessageKind, Value,
 };
 
 use crate::callbacks::{Callbacks, Downloads};
+use crate::convert;
 use crate::error::ClientError;
+use crate::object_cache::{FinishOutcome, ObjectCache};
 use crate::options::ServerAddress;
 use crate::transport::BoxedStream;
 
@@ -37,8 +46,30 @@ const JOIN_FRAME_MAX: usize = 16 * 1024;
 /// … up to this many bytes per write.
 const JOIN_MAX: usize = 64 * 1024;
 
+/// What the reader does to the object cache with a call's reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum CacheEffect {
+    #[default]
+    None,
+    /// A `loadBefore` of this oid: store the record it answers.
+    StoreLoad(Oid),
+    /// Our `tpc_finish` of a transaction that changed these oids: invalidate them
+    /// with the committed tid.
+    Finish(Vec<Oid>),
+}
+
+struct PendingCall {
+    reply: oneshot::Sender<Reply>,
+    /// The oid of a `loadBefore` whose answer goes into the object cache.
+    load: Option<Oid>,
+}
+
 struct Pending {
-    calls: HashMap<i64, (&'static str, oneshot::Sender<Reply>)>,
+    calls: HashMap<i64, PendingCall>,
+    /// Our `tpc_finish` calls on their way, by msgid, with the oids their
+    /// transaction changed. Apart from `calls`: the reader must invalidate them
+    /// whether or not anyone still waits for the reply.
+    finishes: HashMap<i64, Vec<Oid>>,
     /// Set once, when the session dies; the reason every later call fails with.
     closed: Option<String>,
 }
@@ -55,6 +86,7 @@ pub(crate) struct Session {
     next_msgid: AtomicI64,
     closed_tx: watch::Sender<Option<String>>,
     slow_call: Duration,
+    object_cache: Arc<ObjectCache>,
 }
 
 /// Removes a call's pending entry when the call ends in any way (reply, timeout,
@@ -136,11 +168,13 @@ impl Session {
             tx,
             pending: Mutex::new(Pending {
                 calls: HashMap::new(),
+                finishes: HashMap::new(),
                 closed: None,
             }),
             next_msgid: AtomicI64::new(1),
             closed_tx,
             slow_call: params.slow_call,
+            object_cache: callbacks.object_cache.clone(),
         });
         let (reader, writer) = tokio::io::split(stream);
         tokio::spawn(write_loop(
@@ -194,18 +228,24 @@ impl Session {
                     return;
                 }
                 p.closed = Some(reason.clone());
+                p.finishes.clear();
                 std::mem::take(&mut p.calls)
             }
             Err(_) => return,
         };
+        // What this session stored may be out of date by the next one (and a
+        // finish on its way has an unknown outcome): start afresh.
+        self.object_cache.session_closed(self.generation);
         info!(
             server = %self.address,
             generation = self.generation,
             pending = calls.len(),
             "ZEO connection closed: {reason}"
         );
-        for (_, (_, reply)) in calls {
-            let _ = reply.send(Err(ClientError::Disconnected(reason.clone())));
+        for (_, call) in calls {
+            let _ = call
+                .reply
+                .send(Err(ClientError::Disconnected(reason.clone())));
         }
         self.closed_tx.send_replace(Some(reason));
     }
@@ -276,28 +316,46 @@ impl Session {
         args: Value,
         limit: Duration,
     ) -> Result<Value, ClientError> {
-        self.call_after(BytesMut::new(), name, args, limit).await
+        self.call_with(BytesMut::new(), name, args, limit, CacheEffect::None)
+            .await
     }
 
     /// A synchronous call sent in the same write as the one-way frames already in
     /// `prefix` (which go first).
     pub(crate) async fn call_after(
         &self,
-        mut prefix: BytesMut,
+        prefix: BytesMut,
         name: &'static str,
         args: Value,
         limit: Duration,
     ) -> Result<Value, ClientError> {
+        self.call_with(prefix, name, args, limit, CacheEffect::None)
+            .await
+    }
+
+    /// [`Session::call_after`] whose reply the reader applies to the object
+    /// cache as `effect` says, before completing the call.
+    pub(crate) async fn call_with(
+        &self,
+        mut prefix: BytesMut,
+        name: &'static str,
+        args: Value,
+        limit: Duration,
+        effect: CacheEffect,
+    ) -> Result<Value, ClientError> {
         let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
         self.frame_into(&Message::call(msgid, name, args), &mut prefix)?;
-        let reply_rx = self.register(msgid, name)?;
+        let reply_rx = self.register(msgid, effect)?;
         let _guard = PendingGuard {
             session: self,
             msgid,
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(limit, async {
-            self.enqueue(prefix.freeze(), limit).await?;
+            if let Err(e) = self.enqueue(prefix.freeze(), limit).await {
+                self.unsent(msgid);
+                return Err(e);
+            }
             self.reply(reply_rx).await
         })
         .await;
@@ -308,15 +366,18 @@ impl Session {
     /// and returns the wait for its reply. The wait owns what it needs, so the
     /// caller may release its locks and send further messages (which the server
     /// reads after this one) before awaiting it. `limit` covers both.
+    /// The reader applies the reply to the object cache as `effect` says, whether
+    /// or not the wait is still there.
     pub(crate) async fn send_call(
         self: &Arc<Self>,
         name: &'static str,
         args: Value,
         limit: Duration,
+        effect: CacheEffect,
     ) -> Result<ReplyWait, ClientError> {
         let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
         let frame = self.frame(&Message::call(msgid, name, args))?;
-        let reply = self.register(msgid, name)?;
+        let reply = self.register(msgid, effect)?;
         let wait = ReplyWait {
             session: Arc::clone(self),
             msgid,
@@ -325,24 +386,56 @@ impl Session {
             limit,
             started: Instant::now(),
         };
-        self.enqueue(frame, limit).await?;
+        if let Err(e) = self.enqueue(frame, limit).await {
+            self.unsent(msgid);
+            return Err(e);
+        }
         Ok(wait)
     }
 
     /// Registers the call `msgid`; its reply (or the session's death) comes on
-    /// the returned channel.
+    /// the returned channel. A finish marks its oids in the object cache before
+    /// its frame can leave, so no current revision it may end is served meanwhile.
     fn register(
         &self,
         msgid: i64,
-        name: &'static str,
+        effect: CacheEffect,
     ) -> Result<oneshot::Receiver<Reply>, ClientError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let mut p = self.pending.lock().map_err(|_| self.disconnected())?;
         if let Some(reason) = &p.closed {
             return Err(ClientError::Disconnected(reason.clone()));
         }
-        p.calls.insert(msgid, (name, reply_tx));
+        let load = match effect {
+            CacheEffect::None => None,
+            CacheEffect::StoreLoad(oid) => Some(oid),
+            CacheEffect::Finish(oids) => {
+                self.object_cache.finishing(self.generation, &oids);
+                p.finishes.insert(msgid, oids);
+                None
+            }
+        };
+        p.calls.insert(
+            msgid,
+            PendingCall {
+                reply: reply_tx,
+                load,
+            },
+        );
         Ok(reply_rx)
+    }
+
+    /// The frame of call `msgid` could not be queued, so it never leaves: a
+    /// finish it carried changes nothing.
+    fn unsent(&self, msgid: i64) {
+        let oids = match self.pending.lock() {
+            Ok(mut p) => p.finishes.remove(&msgid),
+            Err(_) => None,
+        };
+        if let Some(oids) = oids {
+            self.object_cache
+                .finished(self.generation, &oids, FinishOutcome::NotSent);
+        }
     }
 
     async fn reply(&self, reply_rx: oneshot::Receiver<Reply>) -> Reply {
@@ -407,15 +500,40 @@ impl Session {
         }
     }
 
-    /// Completes the call `msgid` with `reply`.
+    /// Completes the call `msgid` with `reply`, after applying it to the object
+    /// cache (here, in the reader, so in wire order with the invalidations).
     fn complete(&self, msgid: i64, reply: Reply) {
-        let entry = match self.pending.lock() {
-            Ok(mut p) => p.calls.remove(&msgid),
-            Err(_) => None,
+        let (call, finish) = match self.pending.lock() {
+            Ok(mut p) => (p.calls.remove(&msgid), p.finishes.remove(&msgid)),
+            Err(_) => (None, None),
         };
-        match entry {
-            Some((_, tx)) => {
-                let _ = tx.send(reply);
+        if let Some(oids) = finish {
+            let outcome = match &reply {
+                Ok(v) if !v.is_none() => match convert::tid_of(v, "tpc_finish") {
+                    Ok(tid) => FinishOutcome::Committed(tid),
+                    Err(_) => FinishOutcome::Unknown,
+                },
+                // An error reply, or None (the server does not know the
+                // transaction): what the server holds now is not certain.
+                _ => FinishOutcome::Unknown,
+            };
+            self.object_cache.finished(self.generation, &oids, outcome);
+        }
+        if let (
+            Some(PendingCall {
+                load: Some(oid), ..
+            }),
+            Ok(value),
+        ) = (&call, &reply)
+        {
+            // A reply that does not parse is the caller's error to report.
+            if let Ok(Some(record)) = convert::loaded_record(value) {
+                self.object_cache.store(self.generation, *oid, &record);
+            }
+        }
+        match call {
+            Some(call) => {
+                let _ = call.reply.send(reply);
             }
             None => debug!(
                 server = %self.address,
@@ -586,7 +704,7 @@ async fn dispatch(
         }
         MessageKind::OneWay => {
             callbacks
-                .handle(&message.name, message.args, downloads)
+                .handle(session.generation, &message.name, message.args, downloads)
                 .await
         }
         MessageKind::Heartbeat => Ok(()),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 use zeoraid_storage::{
     CurrentRecord, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
@@ -20,6 +20,7 @@ use crate::commit;
 use crate::convert::{self, bytes_of, items, oid_of, tid_of};
 use crate::error::{storage_error, ClientError};
 use crate::iterator;
+use crate::rpc::CacheEffect;
 
 /// How many undo-log entries one `undoLog` call fetches when filtering locally.
 const UNDO_PAGE: u64 = 200;
@@ -120,11 +121,41 @@ impl Storage for ZeoClient {
         Ok(tid)
     }
 
+    /// From the object cache when it holds the answer; otherwise `loadBefore`,
+    /// whose answer the reader task stores in the cache (in wire order with the
+    /// invalidations) before this call sees it.
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
-        let reply = self
-            .call_about(oid, "loadBefore", args(vec![oid_arg(oid), tid_arg(before)]))
-            .await?;
+        let cache = &self.shared.callbacks.object_cache;
+        if let Some(record) = cache.lookup(oid, before) {
+            return Ok(Some(record));
+        }
+        let session = self.shared.session()?;
+        cache.count_miss();
+        let reply = session
+            .call_with(
+                BytesMut::new(),
+                "loadBefore",
+                args(vec![oid_arg(oid), tid_arg(before)]),
+                self.shared.options.timeout,
+                CacheEffect::StoreLoad(oid),
+            )
+            .await
+            .map_err(|e| storage_error(e, Some(oid)))?;
         Ok(convert::loaded_record(&reply)?)
+    }
+
+    /// A hit of the object cache, answered on the calling thread; `None` (use
+    /// the async call) on a miss.
+    fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        self.shared
+            .callbacks
+            .object_cache
+            .lookup(oid, before)
+            .map(|record| Ok(Some(record)))
     }
 
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
@@ -245,15 +276,19 @@ impl Storage for ZeoClient {
         commit::abort(&self.shared, id).await
     }
 
+    /// `pack(t, 1)`. Then the object cache is emptied: it may hold revisions the
+    /// pack removed, which the server would no longer answer.
     async fn pack(&self, t: f64) -> StorageResult<()> {
         let session = self.shared.session()?;
-        session
+        let packed = session
             .call(
                 "pack",
                 args(vec![Value::Float(t), Value::Int(1)]),
                 self.shared.options.pack_timeout,
             )
-            .await?;
+            .await;
+        self.shared.callbacks.object_cache.clear(session.generation);
+        packed?;
         Ok(())
     }
 

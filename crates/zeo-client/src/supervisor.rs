@@ -130,6 +130,10 @@ async fn install(shared: &Shared, established: Established, reconnect: bool) -> 
         info,
     } = established;
     let callbacks = &shared.callbacks;
+    // What the cache held may have changed on the server meanwhile (ZEO would
+    // verify it with `getInvalidations`): start empty, and take only this
+    // session's replies from now on.
+    callbacks.object_cache.reset(session.generation, last_tid);
     callbacks.update_info(&info);
     let seen = callbacks.last_tid();
     if reconnect && last_tid > seen && !seen.is_zero() {

@@ -136,6 +136,9 @@ impl Storage for Gated {
 }
 
 const MAX_TID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+/// An explicit tid later than any commit of the test (not `MAX_TID`, which asks
+/// for the current revision as of the published tid).
+const BEYOND_EVERY_COMMIT: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
 
 fn load_args(n: u64) -> Vec<Value> {
     vec![Value::from(oid(n)), Value::from(&MAX_TID)]
@@ -244,8 +247,9 @@ async fn a_commit_visible_in_the_storage_is_not_shown_before_its_invalidation() 
 
     // The storage already shows v2, but the server answers as of the last
     // transaction whose invalidations are queued (t1): register, lastTransaction
-    // and getInvalidations say t1, a snapshot load gets v1 as current data, and
-    // a load of the current revision waits for v2's invalidation.
+    // and getInvalidations say t1, a snapshot load and a load of the current
+    // revision get v1 as current data, and a load before a later tid waits for
+    // v2's invalidation.
     let t1_plus_1 = (u64::from_be_bytes(t1.as_bytes().unwrap().try_into().unwrap()) + 1)
         .to_be_bytes()
         .to_vec();
@@ -266,7 +270,16 @@ async fn a_commit_visible_in_the_storage_is_not_shown_before_its_invalidation() 
         c.ok("getInvalidations", vec![t1.clone()]).await,
         Value::Tuple(vec![t1.clone(), Value::List(vec![])])
     );
-    let current = b.start_call("loadBefore", load_args(1)).await;
+    assert_eq!(
+        b.ok("loadBefore", load_args(1)).await,
+        Value::Tuple(vec![Value::from(&b"v1"[..]), t1.clone(), Value::None])
+    );
+    let current = b
+        .start_call(
+            "loadBefore",
+            vec![Value::from(oid(1)), Value::from(&BEYOND_EVERY_COMMIT)],
+        )
+        .await;
     assert!(
         b.reply_within(&current, Duration::from_millis(300))
             .await

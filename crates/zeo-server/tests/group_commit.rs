@@ -25,6 +25,9 @@ use zeoraid_wire::Value;
 use zeoraid_zeo_server::ServerOptions;
 
 const MAX_TID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+/// An explicit tid later than any commit of the test (not `MAX_TID`, which asks
+/// for the current revision as of the published tid).
+const BEYOND_EVERY_COMMIT: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
 
 fn tid_of(v: &Value) -> u64 {
     u64::from_be_bytes(v.as_bytes8().expect("an 8-byte tid"))
@@ -297,13 +300,23 @@ async fn the_next_commit_runs_during_an_fsync_but_nothing_is_published_before_it
     assert_eq!(c.ok("lastTransaction", vec![]).await, t0);
     let mut d = TestClient::connect(&server.addr).await;
     assert_eq!(d.register().await, t0);
-    // A load of the object a wrote waits for as long as a's fsync takes
+    // A load of the current revision is a load as of the published tid: a's
+    // v1 is not shown, v0 is answered at once, as current.
+    assert_eq!(
+        c.ok(
+            "loadBefore",
+            vec![Value::from(oid(1)), Value::from(&MAX_TID)]
+        )
+        .await,
+        Value::Tuple(vec![Value::from(&b"v0"[..]), t0.clone(), Value::None])
+    );
+    // A load before a tid past a's waits for as long as a's fsync takes
     // (longer than the 1 s after which a load answers a commit nobody
     // publishes).
     let load = c
         .start_call(
             "loadBefore",
-            vec![Value::from(oid(1)), Value::from(&MAX_TID)],
+            vec![Value::from(oid(1)), Value::from(&BEYOND_EVERY_COMMIT)],
         )
         .await;
     assert!(c

@@ -264,7 +264,8 @@ async fn open_zeoclient(name: &str, zc: &ZeoClientConfig, wait: bool) -> anyhow:
         zc.connect_timeout,
         tls,
     )
-    .blob_cache_size(Some(zc.blob_cache_size), zc.blob_cache_size_check);
+    .blob_cache_size(Some(zc.blob_cache_size), zc.blob_cache_size_check)
+    .cache_size(zc.cache_size);
     let client = ZeoClient::connect(options)
         .await
         .with_context(|| format!("storage {name:?}: cannot connect"))?;

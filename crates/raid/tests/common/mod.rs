@@ -140,6 +140,10 @@ impl Faulty {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(None)
             }
+            Some(Action::WaitFor(gate)) => {
+                let _permit = gate.acquire().await;
+                Ok(None)
+            }
             other => Ok(other),
         }
     }

@@ -11,17 +11,8 @@ use zeoraid_conformance::data::{meta, record, record_with_refs};
 use zeoraid_storage::{Oid, Operation, Storage, StorageError, Tid, TransactionMeta, VoteOutcome};
 use zeoraid_zeo_client::{ConnectionState, Encoding, ZeoClient};
 
-use crate::common::{ServerConfig, ZeoServer};
+use crate::common::{commit, ServerConfig, ZeoServer};
 use crate::init_tracing;
-
-async fn commit(s: &ZeoClient, ops: Vec<Operation>) -> Tid {
-    let t = txn(TransactionMeta::default(), ops);
-    let id = t.id;
-    match s.vote(t).await.unwrap() {
-        VoteOutcome::Voted { .. } => s.finish(id).await.unwrap(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_read_commit_and_iterate() {

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use zeoraid_conformance::check::txn;
+use zeoraid_storage::{Operation, Storage, Tid, TransactionMeta, VoteOutcome};
 use zeoraid_zeo_client::{ServerAddress, ZeoClient, ZeoClientOptions};
 
 /// The venv with ZODB/ZEO: `$ZEORAID_VENV`, else the repo's `.venv`, else
@@ -251,5 +253,15 @@ impl Drop for ZeoServer {
                 .status();
         }
         self.kill();
+    }
+}
+
+/// Commits `ops` in one transaction through `s`; its tid.
+pub async fn commit(s: &ZeoClient, ops: Vec<Operation>) -> Tid {
+    let t = txn(TransactionMeta::default(), ops);
+    let id = t.id;
+    match s.vote(t).await.unwrap() {
+        VoteOutcome::Voted { .. } => s.finish(id).await.unwrap(),
+        other => panic!("unexpected {other:?}"),
     }
 }

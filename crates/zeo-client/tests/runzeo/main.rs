@@ -8,6 +8,7 @@ mod blob_cache;
 mod common;
 mod conformance_run;
 mod failures;
+mod object_cache;
 mod tls;
 
 pub fn init_tracing() {

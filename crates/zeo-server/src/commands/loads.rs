@@ -77,6 +77,7 @@ pub(crate) fn start_load(
     before: Tid,
 ) -> DetachedLoad {
     if let Ok(guard) = served.visibility.try_read() {
+        let before = as_of(served, before);
         if let Some(result) = served.storage.load_before_inline(oid, before) {
             if let Ok(result) = as_of_published(served, result) {
                 answer_load(served, conn, &msgid, oid, result);
@@ -113,6 +114,7 @@ async fn load_published(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let guard = served.visibility.read().await;
+        let before = as_of(served, before);
         let result = match served.storage.load_before_inline(oid, before) {
             Some(result) => result,
             None => served.storage.load_before(oid, before).await,
@@ -131,6 +133,23 @@ async fn load_published(
                 let _ = tokio::time::timeout(PUBLICATION_WAIT, notified).await;
             }
         }
+    }
+}
+
+/// `before` for the storage: a load of the current revision (`Tid::MAX`, as
+/// `ClientStorage.load` asks) is a load as of the published tid `P`, i.e.
+/// before `P + 1`, which is what [`as_of_published`] would make of its answer
+/// anyway. Asked that way, a storage with a client cache (a `<zeoclient>`
+/// backend) can answer from it: ZEO's cache answers a current revision only
+/// up to the last tid it heard of. Call it holding the visibility lock, under
+/// which `P` does not change. Other tids are the client's snapshot and are
+/// passed on as they are.
+fn as_of(served: &ServedStorage, before: Tid) -> Tid {
+    if before == Tid::MAX {
+        let published = served.published_tid().as_u64();
+        Tid::from_u64(published.saturating_add(1)).min(Tid::MAX)
+    } else {
+        before
     }
 }
 
@@ -191,7 +210,10 @@ pub(crate) async fn load_before(session: &mut Session, a: Args) -> Result<Value,
     // Called with the visibility lock held (shared) until the reply is queued;
     // a revision not published yet is not waited for on this rare path (one-way
     // or malformed calls), it is answered as read.
-    let result = served.storage.load_before(oid, before).await;
+    let result = served
+        .storage
+        .load_before(oid, as_of(&served, before))
+        .await;
     let record = as_of_published(&served, result).unwrap_or_else(|newer| Ok(Some(newer)))?;
     Ok(load_before_reply(record))
 }

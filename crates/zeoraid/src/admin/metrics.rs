@@ -100,7 +100,7 @@ pub fn render(snapshot: &ServerSnapshot) -> String {
         (
             "zeoraid_backend_read_seconds_total",
             "counter",
-            "Time spent in reads of each backend.",
+            "Time spent in reads of each backend that wait for it (inline loads are counted, not timed).",
             |c| c.read_seconds,
         ),
         (

@@ -182,6 +182,9 @@ pub struct ZeoClientConfig {
     /// `blob-cache-size-check` (default 10, below 100): percent of
     /// `blob-cache-size` downloaded between pruning passes.
     pub blob_cache_size_check: u8,
+    /// `cache-size` (default 20MB, ZEO's): the in-memory object cache; 0
+    /// disables it.
+    pub cache_size: u64,
     /// `timeout` (zeoraid; default the RAID's `timeout`, else 60s): per call.
     pub timeout: Duration,
     /// `connect-timeout` (zeoraid; default 10s).
@@ -305,10 +308,10 @@ const ZEOCLIENT_KEYS: &[KeySpec] = &[
     key("shared-blob-dir", Kind::Bool),
     key("blob-cache-size", Kind::Size),
     key("blob-cache-size-check", Kind::Count),
+    key("cache-size", Kind::Size),
     key("timeout", Kind::Interval),
     key("connect-timeout", Kind::Interval),
     ignored("name", Kind::Str),
-    ignored("cache-size", Kind::Size),
     ignored("cache-path", Kind::Str),
     ignored("client", Kind::Str),
     ignored("var", Kind::Str),
@@ -620,6 +623,9 @@ fn zeoclient_config(
             .size("blob-cache-size")
             .unwrap_or(zeoraid_zeo_client::options::DEFAULT_BLOB_CACHE_SIZE),
         blob_cache_size_check,
+        cache_size: keys
+            .size("cache-size")
+            .unwrap_or(zeoraid_zeo_client::options::DEFAULT_CACHE_SIZE),
         timeout: keys.interval("timeout").unwrap_or(default_timeout),
         connect_timeout: keys
             .interval("connect-timeout")

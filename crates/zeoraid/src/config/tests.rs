@@ -240,7 +240,7 @@ fn coop_votes_reads_unless_a_read_policy_is_written() {
 #[test]
 fn zeoclient_at_top_level_and_clientstorage_alias() {
     let config = ok(&format!(
-        "{ZEO}<zeoclient 1>\n server remote:8100\n cache-size 20MB\n</zeoclient>\n\
+        "{ZEO}<zeoclient 1>\n server remote:8100\n cache-path c.zec\n</zeoclient>\n\
          <clientstorage 2>\n server remote:8100\n storage 2\n</clientstorage>\n"
     ));
     let StorageKind::ZeoClient(zc) = &config.storages[0].kind else {
@@ -249,7 +249,7 @@ fn zeoclient_at_top_level_and_clientstorage_alias() {
     assert_eq!(zc.timeout, DEFAULT_CALL_TIMEOUT);
     assert_eq!(
         zc.unsupported,
-        [("cache-size".to_string(), "20MB".to_string())]
+        [("cache-path".to_string(), "c.zec".to_string())]
     );
     assert!(matches!(config.storages[1].kind, StorageKind::ZeoClient(_)));
     assert_eq!(config.warnings.len(), 1);
@@ -523,6 +523,29 @@ fn zeoclient_blob_cache_size_and_check() {
         "{ZEO}<zeoclient 1>\n server 8100\n blob-cache-size-check 100\n</zeoclient>\n"
     ));
     assert!(e.contains("blob-cache-size-check"), "{e}");
+}
+
+#[test]
+fn zeoclient_object_cache_size() {
+    let config = ok(&format!(
+        "{ZEO}<zeoclient 1>\n server 8100\n cache-size 512KB\n</zeoclient>\n\
+         <zeoclient 2>\n server 8100\n cache-size 0\n</zeoclient>\n\
+         <zeoclient 3>\n server 8100\n</zeoclient>\n"
+    ));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let sizes: Vec<u64> = config
+        .storages
+        .iter()
+        .map(|s| match &s.kind {
+            StorageKind::ZeoClient(zc) => zc.cache_size,
+            other => panic!("not a zeoclient: {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, [512 << 10, 0, 20 << 20]);
+    let e = err(&format!(
+        "{ZEO}<zeoclient 1>\n server 8100\n cache-size 20M\n</zeoclient>\n"
+    ));
+    assert!(e.contains("cache-size"), "{e}");
 }
 
 #[test]
