@@ -48,9 +48,10 @@ mod verify;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{broadcast, Semaphore};
@@ -89,7 +90,9 @@ pub struct RaidStorage {
 pub(crate) struct Inner {
     /// Every backend ever configured, by index (indices never change: a removed
     /// backend keeps its slot, marked removed in the state table).
-    pub backends: RwLock<Vec<Arc<Backend>>>,
+    /// Swapped whole when a backend is added (under the state table's lock, so
+    /// that indices agree): every read looks it up without a lock.
+    pub backends: ArcSwap<Vec<Arc<Backend>>>,
     pub options: RaidOptions,
     pub states: Mutex<StateTable>,
     /// One permit: held from `vote` to `finish`/`abort`, and by `disable`.
@@ -155,16 +158,12 @@ impl Inner {
     }
 
     pub(crate) fn backend(&self, i: usize) -> Arc<Backend> {
-        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(&backends[i])
+        Arc::clone(&self.backends.load()[i])
     }
 
     /// Every backend slot, removed ones included, by index.
     pub(crate) fn all_backends(&self) -> Vec<Arc<Backend>> {
-        self.backends
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.backends.load().to_vec()
     }
 
     pub(crate) fn states(&self) -> MutexGuard<'_, StateTable> {
@@ -333,7 +332,7 @@ impl RaidStorage {
         let coop = options.cluster_mode == ClusterMode::Coop;
         let table = StateTable::new(names, states, coop, record);
         let inner = Arc::new(Inner {
-            backends: RwLock::new(backends),
+            backends: ArcSwap::from_pointee(backends),
             options,
             readable: table.readable(),
             states: Mutex::new(table),

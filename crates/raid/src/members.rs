@@ -41,9 +41,10 @@ impl Inner {
             backend.note_tid(tid);
         }
         let i = {
-            let mut backends = self.backends.write().unwrap_or_else(|p| p.into_inner());
             let mut states = self.states();
+            let mut backends = self.backends.load().to_vec();
             backends.push(Arc::clone(&backend));
+            self.backends.store(Arc::new(backends));
             states.push(
                 name.to_string(),
                 BackendState::Degraded {

@@ -102,7 +102,7 @@ impl Inner {
                 (count > 0).then(|| next_turn() % count)
             }
             ReadPolicy::LeastOutstanding => {
-                let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+                let backends = self.backends.load();
                 candidates
                     .enumerate()
                     .min_by_key(|&(_, i)| backends.get(i).map_or(usize::MAX, |b| b.in_flight()))
@@ -200,7 +200,7 @@ impl Inner {
         before: Tid,
     ) -> Option<StorageResult<Option<LoadedRecord>>> {
         let i = self.pick_reader()?;
-        let backends = self.backends.read().unwrap_or_else(|p| p.into_inner());
+        let backends = self.backends.load();
         let b = backends.get(i)?;
         match b.read_inline(|| b.storage.load_before_inline(oid, before))? {
             Ok(v) => Some(Ok(v)),
