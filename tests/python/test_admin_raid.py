@@ -1,9 +1,4 @@
-"""PENDING (not collected: the name does not start with `test_`). Rename to
-`test_admin_raid.py` once `zeoraid serve` serves a `<raidstorage>` and starts
-the admin API at `admin-address` (crates/zeoraid/src/admin: `bind_admin`,
-`RaidManagement`, `serve_admin`).
-
-The management surface against a real server: `zeoraid serve -C` with a
+"""The management surface against a real server: `zeoraid serve -C` with a
 `<raidstorage 1>` over two embedded `<filestorage>` backends `a` and `b`, real
 ZODB/ZEO clients committing through it, and the CLI (`status`, `details`,
 `disable`), the HTTP API (`/status`, `/details`, `/metrics`, the disable

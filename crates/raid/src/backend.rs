@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zeoraid_storage::{Storage, StorageError, Tid};
+use zeoraid_storage::{CacheStats, Storage, StorageError, Tid};
 
 use crate::lock;
 
@@ -91,6 +91,8 @@ pub struct BackendCounters {
     pub write_latency_sum: Duration,
     /// Calls in flight now.
     pub in_flight: usize,
+    /// The backend's object cache (a `<zeoclient>`'s `cache-size`), if it keeps one.
+    pub cache: Option<CacheStats>,
 }
 
 pub(crate) struct Backend {
@@ -220,6 +222,7 @@ impl Backend {
             read_latency_sum: Duration::from_micros(c.read_latency_us.load(Ordering::Relaxed)),
             write_latency_sum: Duration::from_micros(c.write_latency_us.load(Ordering::Relaxed)),
             in_flight: c.in_flight.load(Ordering::SeqCst),
+            cache: self.storage.cache_stats(),
         }
     }
 }

@@ -33,6 +33,11 @@ fn next_turn() -> usize {
     })
 }
 
+/// Undoes this thread's last [`next_turn`].
+fn give_back_turn() {
+    TURN.with(|turn| turn.set(turn.get().wrapping_sub(1)));
+}
+
 /// The indices of the set bits of a backend bit set, lowest first.
 #[derive(Clone, Copy)]
 struct SetBits(u64);
@@ -202,7 +207,17 @@ impl Inner {
         let i = self.pick_reader()?;
         let backends = self.backends.load();
         let b = backends.get(i)?;
-        match b.read_inline(|| b.storage.load_before_inline(oid, before))? {
+        let Some(answer) = b.read_inline(|| b.storage.load_before_inline(oid, before)) else {
+            // The backend cannot answer at once (a `<zeoclient>`'s cache miss):
+            // its turn was not used, so the async read that follows on this
+            // thread goes to it — and fills its cache. Otherwise the turns taken
+            // by the server's tries could keep the misses away from it for good.
+            if self.options.read_policy == ReadPolicy::RoundRobin {
+                give_back_turn();
+            }
+            return None;
+        };
+        match answer {
             Ok(v) => Some(Ok(v)),
             Err(CallError::Answer(e)) => Some(Err(e)),
             // Whether a refusal degrades depends on what the others answer: the

@@ -16,5 +16,7 @@ pub use record::{
     CurrentRecord, DataRecord, HistoryEntry, LoadedRecord, StorageInfo, TransactionMeta,
     TransactionRecord, UndoEntry,
 };
-pub use storage::{DurableWait, Finished, Storage, TransactionStream, UndoFilter, MAX_NEW_OIDS};
+pub use storage::{
+    CacheStats, DurableWait, Finished, Storage, TransactionStream, UndoFilter, MAX_NEW_OIDS,
+};
 pub use transaction::{Conflict, Invalidation, Operation, Transaction, TxnId, VoteOutcome};

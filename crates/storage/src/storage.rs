@@ -63,6 +63,20 @@ impl std::fmt::Debug for Finished {
     }
 }
 
+/// The counters of a storage's cache of object records (a ZEO client's object
+/// cache), for the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads answered from the cache.
+    pub hits: u64,
+    /// Loads that had to ask further.
+    pub misses: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// The size the cache is kept within.
+    pub capacity: u64,
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Facts for `get_info` and the operator.
@@ -87,6 +101,12 @@ pub trait Storage: Send + Sync + 'static {
         before: Tid,
     ) -> Option<StorageResult<Option<LoadedRecord>>> {
         let _ = (oid, before);
+        None
+    }
+
+    /// The counters of the storage's object cache; `None` (the default): it
+    /// keeps none.
+    fn cache_stats(&self) -> Option<CacheStats> {
         None
     }
 

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 use zeoraid_storage::{
-    CurrentRecord, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage, StorageError,
-    StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter,
-    VoteOutcome, MAX_NEW_OIDS,
+    CacheStats, CurrentRecord, Finished, HistoryEntry, Invalidation, LoadedRecord, Oid, Storage,
+    StorageError, StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId,
+    UndoEntry, UndoFilter, VoteOutcome, MAX_NEW_OIDS,
 };
 use zeoraid_wire::{ErrorPayload, Value};
 
@@ -156,6 +156,17 @@ impl Storage for ZeoClient {
             .object_cache
             .lookup(oid, before)
             .map(|record| Ok(Some(record)))
+    }
+
+    /// The object cache's counters; `None` with `cache-size 0`.
+    fn cache_stats(&self) -> Option<CacheStats> {
+        let stats = ZeoClient::cache_stats(self);
+        (stats.capacity > 0).then_some(CacheStats {
+            hits: stats.hits,
+            misses: stats.misses,
+            bytes: stats.bytes,
+            capacity: stats.capacity,
+        })
     }
 
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {

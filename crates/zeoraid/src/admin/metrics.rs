@@ -125,6 +125,36 @@ pub fn render(snapshot: &ServerSnapshot) -> String {
         }
     }
 
+    type PickCache = fn(&super::model::CacheCounters) -> f64;
+    let cache: [(&str, &str, &str, PickCache); 3] = [
+        (
+            "zeoraid_backend_cache_hits_total",
+            "counter",
+            "Loads answered by each backend's object cache (backends with one: `<zeoclient>` with `cache-size`).",
+            |c| c.hits as f64,
+        ),
+        (
+            "zeoraid_backend_cache_misses_total",
+            "counter",
+            "Loads each backend's object cache did not hold (sent to the backend's server).",
+            |c| c.misses as f64,
+        ),
+        (
+            "zeoraid_backend_cache_bytes",
+            "gauge",
+            "Bytes held by each backend's object cache.",
+            |c| c.bytes as f64,
+        ),
+    ];
+    for (name, kind, help, pick) in cache {
+        out.family(name, kind, help);
+        for (storage, b) in backends(snapshot) {
+            if let Some(c) = b.counters.as_ref().and_then(|c| c.cache.as_ref()) {
+                out.sample(name, &[("storage", storage), ("backend", &b.name)], pick(c));
+            }
+        }
+    }
+
     type PickProgress = fn(&super::model::RecoveryProgress) -> Option<f64>;
     let progress: [(&str, &str, PickProgress); 6] = [
         (
@@ -237,7 +267,9 @@ fn number(value: f64) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::admin::model::{BackendCounters, RecoveryProgress, StorageKind, StorageSnapshot};
+    use crate::admin::model::{
+        BackendCounters, CacheCounters, RecoveryProgress, StorageKind, StorageSnapshot,
+    };
 
     fn snapshot() -> ServerSnapshot {
         ServerSnapshot {
@@ -258,6 +290,12 @@ mod tests {
                             in_flight: 2,
                             read_seconds: 0.5,
                             write_seconds: 1.25,
+                            cache: Some(CacheCounters {
+                                hits: 30,
+                                misses: 10,
+                                bytes: 4096,
+                                capacity: 20_000_000,
+                            }),
                         }),
                     },
                     BackendSnapshot {
@@ -295,6 +333,10 @@ mod tests {
             r#"zeoraid_backend_read_seconds_total{storage="main",backend="a"} 0.5"#,
             r#"zeoraid_backend_write_seconds_total{storage="main",backend="a"} 1.25"#,
             r#"zeoraid_backend_calls_in_flight{storage="main",backend="a"} 2"#,
+            r#"zeoraid_backend_cache_hits_total{storage="main",backend="a"} 30"#,
+            r#"zeoraid_backend_cache_misses_total{storage="main",backend="a"} 10"#,
+            r#"zeoraid_backend_cache_bytes{storage="main",backend="a"} 4096"#,
+            "# TYPE zeoraid_backend_cache_hits_total counter",
             r#"zeoraid_backend_recovery_transactions_copied{storage="main",backend="we\"ird\\"} 10"#,
             r#"zeoraid_backend_recovery_transactions_expected{storage="main",backend="we\"ird\\"} 40"#,
             r#"zeoraid_backend_recovery_ratio{storage="main",backend="we\"ird\\"} 0.25"#,
@@ -311,6 +353,7 @@ mod tests {
         // Unknown totals and uncounted backends have no sample.
         assert!(!text.contains("bytes_expected{"));
         assert!(!text.contains(r#"commits_total{storage="main",backend="we"#));
+        assert!(!text.contains(r#"cache_hits_total{storage="main",backend="we"#));
     }
 
     #[test]

@@ -296,6 +296,20 @@ pub struct BackendCounters {
     /// Total time spent in writes (new oids, vote, finish, abort, pack), in
     /// seconds.
     pub write_seconds: f64,
+    /// The backend's object cache (a `<zeoclient>` with `cache-size` above 0);
+    /// absent for a backend without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheCounters>,
+}
+
+/// A backend's object cache: loads it answered and missed since the server
+/// started, and its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub bytes: u64,
+    pub capacity: u64,
 }
 
 /// A tid as 16 hex digits, the form of `last_tid`.
@@ -363,6 +377,36 @@ mod tests {
         assert_eq!(
             b.state.detail(),
             "12 of 40 transactions (30%), 1024 bytes, eta 20s"
+        );
+    }
+
+    #[test]
+    fn a_backend_cache_is_shown_only_where_there_is_one() {
+        let with = BackendCounters {
+            loads: 5,
+            cache: Some(CacheCounters {
+                hits: 3,
+                misses: 2,
+                bytes: 640,
+                capacity: 20_000_000,
+            }),
+            ..BackendCounters::default()
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.contains(r#""cache":{"hits":3,"misses":2,"bytes":640,"capacity":20000000}"#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<BackendCounters>(&text).unwrap(),
+            with
+        );
+        let without = serde_json::to_string(&BackendCounters::default()).unwrap();
+        assert!(!without.contains("cache"), "{without}");
+        // What a server without cache counters sends still reads.
+        assert_eq!(
+            serde_json::from_str::<BackendCounters>(&without).unwrap(),
+            BackendCounters::default()
         );
     }
 

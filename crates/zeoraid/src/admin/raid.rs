@@ -18,8 +18,8 @@ use zeoraid_raid::{self as raid, RaidError, RaidStorage};
 use zeoraid_storage::Storage;
 
 use super::model::{
-    tid_hex, BackendCounters, BackendSnapshot, BackendState, Management, ManagementError,
-    RaidStatus, RecoveryProgress, ServerSnapshot, StorageKind, StorageSnapshot,
+    tid_hex, BackendCounters, BackendSnapshot, BackendState, CacheCounters, Management,
+    ManagementError, RaidStatus, RecoveryProgress, ServerSnapshot, StorageKind, StorageSnapshot,
 };
 
 /// How long a snapshot waits for a plain storage's last transaction.
@@ -209,6 +209,12 @@ fn backend_snapshot(d: raid::BackendDetails) -> BackendSnapshot {
             in_flight: u64::try_from(c.in_flight).unwrap_or(u64::MAX),
             read_seconds: c.read_latency_sum.as_secs_f64(),
             write_seconds: c.write_latency_sum.as_secs_f64(),
+            cache: c.cache.map(|cache| CacheCounters {
+                hits: cache.hits,
+                misses: cache.misses,
+                bytes: cache.bytes,
+                capacity: cache.capacity,
+            }),
         }),
     }
 }

@@ -94,6 +94,7 @@ pub fn sample_snapshot() -> ServerSnapshot {
                             in_flight: 0,
                             read_seconds: 0.125,
                             write_seconds: 0.5,
+                            cache: None,
                         }),
                     },
                     BackendSnapshot {
