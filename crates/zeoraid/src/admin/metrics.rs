@@ -77,80 +77,70 @@ pub fn render(snapshot: &ServerSnapshot) -> String {
         );
     }
 
-    type Pick = fn(&super::model::BackendCounters) -> f64;
-    let counters: [(&str, &str, &str, Pick); 6] = [
+    // A backend without counters (a plain storage), or without the counted
+    // thing (an object cache), has no sample.
+    type Pick = fn(&super::model::BackendCounters) -> Option<f64>;
+    let counters: [(&str, &str, &str, Pick); 9] = [
         (
             "zeoraid_backend_commits_total",
             "counter",
             "Transactions each backend committed.",
-            |c| c.commits as f64,
+            |c| Some(c.commits as f64),
         ),
         (
             "zeoraid_backend_loads_total",
             "counter",
             "Reads each backend answered.",
-            |c| c.loads as f64,
+            |c| Some(c.loads as f64),
         ),
         (
             "zeoraid_backend_errors_total",
             "counter",
             "Calls to each backend that failed or timed out.",
-            |c| c.errors as f64,
+            |c| Some(c.errors as f64),
         ),
         (
             "zeoraid_backend_read_seconds_total",
             "counter",
             "Time spent in reads of each backend that wait for it (inline loads are counted, not timed).",
-            |c| c.read_seconds,
+            |c| Some(c.read_seconds),
         ),
         (
             "zeoraid_backend_write_seconds_total",
             "counter",
             "Time spent in writes to each backend (new oids, vote, finish, abort, pack).",
-            |c| c.write_seconds,
+            |c| Some(c.write_seconds),
         ),
         (
             "zeoraid_backend_calls_in_flight",
             "gauge",
             "Calls to each backend in progress.",
-            |c| c.in_flight as f64,
+            |c| Some(c.in_flight as f64),
         ),
-    ];
-    for (name, kind, help, pick) in counters {
-        out.family(name, kind, help);
-        for (storage, b) in backends(snapshot) {
-            if let Some(c) = &b.counters {
-                out.sample(name, &[("storage", storage), ("backend", &b.name)], pick(c));
-            }
-        }
-    }
-
-    type PickCache = fn(&super::model::CacheCounters) -> f64;
-    let cache: [(&str, &str, &str, PickCache); 3] = [
         (
             "zeoraid_backend_cache_hits_total",
             "counter",
             "Loads answered by each backend's object cache (backends with one: `<zeoclient>` with `cache-size`).",
-            |c| c.hits as f64,
+            |c| c.cache.map(|k| k.hits as f64),
         ),
         (
             "zeoraid_backend_cache_misses_total",
             "counter",
             "Loads each backend's object cache did not hold (sent to the backend's server).",
-            |c| c.misses as f64,
+            |c| c.cache.map(|k| k.misses as f64),
         ),
         (
             "zeoraid_backend_cache_bytes",
             "gauge",
             "Bytes held by each backend's object cache.",
-            |c| c.bytes as f64,
+            |c| c.cache.map(|k| k.bytes as f64),
         ),
     ];
-    for (name, kind, help, pick) in cache {
+    for (name, kind, help, pick) in counters {
         out.family(name, kind, help);
         for (storage, b) in backends(snapshot) {
-            if let Some(c) = b.counters.as_ref().and_then(|c| c.cache.as_ref()) {
-                out.sample(name, &[("storage", storage), ("backend", &b.name)], pick(c));
+            if let Some(value) = b.counters.as_ref().and_then(pick) {
+                out.sample(name, &[("storage", storage), ("backend", &b.name)], value);
             }
         }
     }
