@@ -308,6 +308,13 @@ impl Inner {
         }
     }
 
+    /// The pending transaction `id`, which a finish needs.
+    fn take_voted(&self, id: TxnId) -> StorageResult<Pending> {
+        self.take_pending(id).ok_or_else(|| {
+            StorageError::Transaction(format!("finish of transaction {id:?}, which is not voted"))
+        })
+    }
+
     /// Splits the participants of `pending` into those still optimal and those
     /// degraded meanwhile (e.g. by a failed read), aborting the latter.
     fn live_participants(self: &Arc<Self>, pending: &Pending) -> Vec<usize> {
@@ -327,11 +334,7 @@ impl Inner {
     }
 
     async fn finish_now(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
-        let Some(pending) = self.take_pending(id) else {
-            return Err(StorageError::Transaction(format!(
-                "finish of transaction {id:?}, which is not voted"
-            )));
-        };
+        let pending = self.take_voted(id)?;
         let tid = pending.tid;
         let live = self.live_participants(&pending);
         let calls = live.iter().map(|&i| {
@@ -390,8 +393,9 @@ impl Inner {
     /// returned wait completes once every participant finished it durably (those
     /// that failed are degraded then); only then may it be acknowledged. Both
     /// phases run to their end ([`run_to_end`], and the wait in a task of its
-    /// own), so the bookkeeping happens even if the caller goes away. Under `read-policy vote` it is a plain `finish`: voted
-    /// reads must not see a commit that some backends have not finished.
+    /// own), so the bookkeeping happens even if the caller goes away. Under
+    /// `read-policy vote` it is a plain `finish`: voted reads must not see a
+    /// commit that some backends have not finished.
     pub(crate) async fn finish_deferred(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
         if self.options.read_policy == ReadPolicy::Vote {
             return self.finish(id).await.map(Finished::already_durable);
@@ -401,11 +405,7 @@ impl Inner {
     }
 
     async fn pass_commit_point(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
-        let Some(pending) = self.take_pending(id) else {
-            return Err(StorageError::Transaction(format!(
-                "finish of transaction {id:?}, which is not voted"
-            )));
-        };
+        let pending = self.take_voted(id)?;
         let tid = pending.tid;
         // Held until this transaction is durable: a switch-over waits for it.
         let in_flight = Arc::clone(&self.finishes).read_owned().await;

@@ -7,138 +7,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use common::{oid, TestClient, TestServer, Z64};
-use tokio::sync::{Mutex, Notify};
-use zeoraid_memstorage::MemStorage;
-use zeoraid_storage::{
-    CurrentRecord, HistoryEntry, LoadedRecord, Oid, Storage, StorageInfo, StorageResult, Tid,
-    Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter, VoteOutcome,
-};
+use common::held::{HeldStorage, HoldFinish};
+use common::{oid, TestClient, TestServer, BEYOND_EVERY_COMMIT, MAX_TID, Z64};
 use zeoraid_wire::Value;
 use zeoraid_zeo_server::ServerOptions;
-
-/// Where a held `finish` waits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum HoldFinish {
-    /// Before the inner storage commits: the new state is not visible yet.
-    BeforePublishing,
-    /// After the inner storage committed: visible, but `finish` has not returned
-    /// (like a storage that publishes and then syncs).
-    AfterPublishing,
-}
-
-struct Gated {
-    inner: MemStorage,
-    hold: std::sync::Mutex<Option<HoldFinish>>,
-    /// Signalled when a held finish is waiting.
-    entered: Notify,
-    /// Held finishes wait for this.
-    release: Arc<Mutex<()>>,
-    load_delay: Option<Duration>,
-}
-
-impl Gated {
-    fn new(load_delay: Option<Duration>) -> Arc<Gated> {
-        Arc::new(Gated {
-            inner: MemStorage::new(),
-            hold: std::sync::Mutex::new(None),
-            entered: Notify::new(),
-            release: Arc::new(Mutex::new(())),
-            load_delay,
-        })
-    }
-
-    fn hold_next_finish(&self, at: HoldFinish) {
-        *self.hold.lock().unwrap() = Some(at);
-    }
-
-    async fn wait_held(&self, at: Option<HoldFinish>) {
-        if at.is_some() {
-            self.entered.notify_one();
-            let _wait = self.release.lock().await;
-        }
-    }
-}
-
-#[async_trait]
-impl Storage for Gated {
-    async fn info(&self) -> StorageResult<StorageInfo> {
-        self.inner.info().await
-    }
-    async fn last_transaction(&self) -> StorageResult<Tid> {
-        self.inner.last_transaction().await
-    }
-    async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
-        if let Some(delay) = self.load_delay {
-            tokio::time::sleep(delay).await;
-        }
-        self.inner.load_before(oid, before).await
-    }
-    async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
-        self.inner.load_serial(oid, serial).await
-    }
-    async fn history(&self, oid: Oid, size: usize) -> StorageResult<Vec<HistoryEntry>> {
-        self.inner.history(oid, size).await
-    }
-    async fn record_iternext(&self, start: Option<Oid>) -> StorageResult<Option<CurrentRecord>> {
-        self.inner.record_iternext(start).await
-    }
-    async fn iterator(
-        &self,
-        start: Option<Tid>,
-        stop: Option<Tid>,
-    ) -> StorageResult<TransactionStream> {
-        self.inner.iterator(start, stop).await
-    }
-    async fn undo_log(
-        &self,
-        first: u64,
-        last: u64,
-        filter: Option<UndoFilter>,
-    ) -> StorageResult<Vec<UndoEntry>> {
-        self.inner.undo_log(first, last, filter).await
-    }
-    async fn new_oids(&self, count: u32) -> StorageResult<Vec<Oid>> {
-        self.inner.new_oids(count).await
-    }
-    async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
-        self.inner.vote(txn).await
-    }
-    async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
-        let at = self.hold.lock().unwrap().take();
-        if at == Some(HoldFinish::BeforePublishing) {
-            self.wait_held(at).await;
-        }
-        let tid = self.inner.finish(id).await?;
-        if at == Some(HoldFinish::AfterPublishing) {
-            self.wait_held(at).await;
-        }
-        Ok(tid)
-    }
-    async fn abort(&self, id: TxnId) -> StorageResult<()> {
-        self.inner.abort(id).await
-    }
-    async fn pack(&self, t: f64) -> StorageResult<()> {
-        self.inner.pack(t).await
-    }
-    async fn load_blob(&self, oid: Oid, serial: Tid) -> StorageResult<PathBuf> {
-        self.inner.load_blob(oid, serial).await
-    }
-    async fn close(&self) -> StorageResult<()> {
-        self.inner.close().await
-    }
-}
-
-const MAX_TID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
-/// An explicit tid later than any commit of the test (not `MAX_TID`, which asks
-/// for the current revision as of the published tid).
-const BEYOND_EVERY_COMMIT: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
 
 fn load_args(n: u64) -> Vec<Value> {
     vec![Value::from(oid(n)), Value::from(&MAX_TID)]
@@ -148,7 +22,7 @@ fn load_args(n: u64) -> Vec<Value> {
 /// finish the storage holds at `at`; returns (first tid, msgid of the held
 /// `tpc_finish`).
 async fn commit_and_hold_the_next(
-    storage: &Gated,
+    storage: &HeldStorage,
     a: &mut TestClient,
     at: HoldFinish,
 ) -> (Value, Value) {
@@ -167,7 +41,7 @@ async fn commit_and_hold_the_next(
     (t1, finish)
 }
 
-/// A server on a [`Gated`] storage, two registered clients, and a second commit
+/// A server on a [`HeldStorage`], two registered clients, and a second commit
 /// of `a` whose finish the storage holds at `at` until `release` is dropped
 /// (`b` has seen the first commit's invalidation).
 struct HeldFinish {
@@ -180,7 +54,7 @@ struct HeldFinish {
 }
 
 async fn hold_a_finish(at: HoldFinish) -> HeldFinish {
-    let storage = Gated::new(None);
+    let storage = HeldStorage::new(None);
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
     let mut b = TestClient::connect(&server.addr).await;
@@ -313,7 +187,7 @@ async fn a_commit_visible_in_the_storage_is_not_shown_before_its_invalidation() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_loads_of_one_connection_overlap_and_later_calls_wait_for_them() {
     let delay = Duration::from_millis(200);
-    let storage = Gated::new(Some(delay));
+    let storage = HeldStorage::new(Some(delay));
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
     a.register().await;

@@ -7,27 +7,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use common::{oid, TestClient, TestServer, Z64};
+use common::held::HeldStorage;
+use common::{oid, TestClient, TestServer, BEYOND_EVERY_COMMIT, MAX_TID, Z64};
 use tokio::sync::oneshot;
 use zeoraid_filestorage::{AsyncFileStorage, Options};
-use zeoraid_memstorage::MemStorage;
-use zeoraid_storage::{
-    CurrentRecord, Finished, HistoryEntry, LoadedRecord, Oid, Storage, StorageError, StorageInfo,
-    StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter, VoteOutcome,
-};
+use zeoraid_storage::Storage;
 use zeoraid_wire::Value;
 use zeoraid_zeo_server::ServerOptions;
-
-const MAX_TID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
-/// An explicit tid later than any commit of the test (not `MAX_TID`, which asks
-/// for the current revision as of the published tid).
-const BEYOND_EVERY_COMMIT: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
 
 fn tid_of(v: &Value) -> u64 {
     u64::from_be_bytes(v.as_bytes8().expect("an 8-byte tid"))
@@ -146,112 +135,11 @@ async fn many_concurrent_committers_are_acknowledged_and_invalidated_in_tid_orde
     assert_eq!(written, acked);
 }
 
-/// The in-memory storage with a durability wait the test controls: the next
-/// `finish_deferred` passes its commit point at once, and its `durable` waits
-/// for the test's answer.
-struct HeldDurability {
-    inner: MemStorage,
-    next: std::sync::Mutex<Option<oneshot::Receiver<Result<(), String>>>>,
-}
-
-impl HeldDurability {
-    fn new() -> Arc<Self> {
-        Arc::new(HeldDurability {
-            inner: MemStorage::new(),
-            next: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// Hold the durability of the next finish until the sender answers.
-    fn hold_next(&self) -> oneshot::Sender<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        *self.next.lock().unwrap() = Some(rx);
-        tx
-    }
-}
-
-#[async_trait]
-impl Storage for HeldDurability {
-    async fn info(&self) -> StorageResult<StorageInfo> {
-        self.inner.info().await
-    }
-    async fn last_transaction(&self) -> StorageResult<Tid> {
-        self.inner.last_transaction().await
-    }
-    async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
-        self.inner.load_before(oid, before).await
-    }
-    async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {
-        self.inner.load_serial(oid, serial).await
-    }
-    async fn history(&self, oid: Oid, size: usize) -> StorageResult<Vec<HistoryEntry>> {
-        self.inner.history(oid, size).await
-    }
-    async fn record_iternext(&self, start: Option<Oid>) -> StorageResult<Option<CurrentRecord>> {
-        self.inner.record_iternext(start).await
-    }
-    async fn iterator(
-        &self,
-        start: Option<Tid>,
-        stop: Option<Tid>,
-    ) -> StorageResult<TransactionStream> {
-        self.inner.iterator(start, stop).await
-    }
-    async fn undo_log(
-        &self,
-        first: u64,
-        last: u64,
-        filter: Option<UndoFilter>,
-    ) -> StorageResult<Vec<UndoEntry>> {
-        self.inner.undo_log(first, last, filter).await
-    }
-    async fn new_oids(&self, count: u32) -> StorageResult<Vec<Oid>> {
-        self.inner.new_oids(count).await
-    }
-    async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
-        self.inner.vote(txn).await
-    }
-    async fn finish(&self, id: TxnId) -> StorageResult<Tid> {
-        let finished = self.finish_deferred(id).await?;
-        finished.durable.await?;
-        Ok(finished.tid)
-    }
-    async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
-        let tid = self.inner.finish(id).await?;
-        let held = self.next.lock().unwrap().take();
-        Ok(match held {
-            None => Finished::already_durable(tid),
-            Some(rx) => Finished {
-                tid,
-                durable: Box::pin(async move {
-                    match rx.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(StorageError::Io(std::io::Error::other(e))),
-                        Err(_) => Err(StorageError::Io(std::io::Error::other("dropped"))),
-                    }
-                }),
-            },
-        })
-    }
-    async fn abort(&self, id: TxnId) -> StorageResult<()> {
-        self.inner.abort(id).await
-    }
-    async fn pack(&self, t: f64) -> StorageResult<()> {
-        self.inner.pack(t).await
-    }
-    async fn load_blob(&self, oid: Oid, serial: Tid) -> StorageResult<PathBuf> {
-        self.inner.load_blob(oid, serial).await
-    }
-    async fn close(&self) -> StorageResult<()> {
-        self.inner.close().await
-    }
-}
-
 /// `a` commits object 1 (v0), then starts a second commit (v1) whose
 /// durability is held; returns (v0's tid, the held `tpc_finish` msgid, the
 /// sender that ends the hold).
 async fn commit_then_hold_durability(
-    storage: &HeldDurability,
+    storage: &HeldStorage,
     a: &mut TestClient,
 ) -> (Value, Value, oneshot::Sender<Result<(), String>>) {
     let t0 = a
@@ -261,14 +149,14 @@ async fn commit_then_hold_durability(
     a.begin(2).await;
     a.store(2, &oid(1), t0.as_bytes().unwrap(), b"v1").await;
     a.ok("vote", vec![Value::Int(2)]).await;
-    let hold = storage.hold_next();
+    let hold = storage.hold_next_durability();
     let finish = a.start_call("tpc_finish", vec![Value::Int(2)]).await;
     (t0, finish, hold)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_commit_runs_during_an_fsync_but_nothing_is_published_before_it() {
-    let storage = HeldDurability::new();
+    let storage = HeldStorage::new(None);
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
     let mut b = TestClient::connect(&server.addr).await;
@@ -350,7 +238,7 @@ async fn the_next_commit_runs_during_an_fsync_but_nothing_is_published_before_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_cannot_be_made_durable_is_neither_acknowledged_nor_published() {
-    let storage = HeldDurability::new();
+    let storage = HeldStorage::new(None);
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
     let mut c = TestClient::connect(&server.addr).await;
@@ -376,7 +264,7 @@ async fn a_commit_that_cannot_be_made_durable_is_neither_acknowledged_nor_publis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_waits_for_a_commit_waiting_for_its_fsync() {
-    let storage = HeldDurability::new();
+    let storage = HeldStorage::new(None);
     let server = TestServer::start_with(ServerOptions::default(), storage.clone()).await;
     let mut a = TestClient::connect(&server.addr).await;
     a.register().await;

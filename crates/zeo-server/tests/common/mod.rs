@@ -13,6 +13,14 @@ use zeoraid_wire::{FrameDecoder, Value};
 use zeoraid_zeo_server::codec::{decode_any, encode_call};
 use zeoraid_zeo_server::{Address, Encoding, ServerOptions, ZeoServer};
 
+pub mod held;
+
+/// `loadBefore`'s "current revision" tid (ZODB's `maxtid`).
+pub const MAX_TID: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+/// An explicit tid later than any commit of a test (not `MAX_TID`, which asks
+/// for the current revision as of the published tid).
+pub const BEYOND_EVERY_COMMIT: [u8; 8] = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+
 pub struct TestServer {
     pub addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
