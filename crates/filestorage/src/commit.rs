@@ -22,7 +22,7 @@ use crate::format::{
     encode_data_record, DataHeader, Reader, TxnHeader, STATUS_CHECKPOINT, STATUS_NORMAL,
     STATUS_PACKED, TXN_HEADER_LEN,
 };
-use crate::group_sync::WriteSeq;
+use crate::group_sync::{VoteInProgress, WriteSeq};
 use crate::storage::{FileStorage, State};
 
 /// A voted transaction, between `vote` and `finish`/`abort`.
@@ -39,6 +39,35 @@ pub struct Pending {
     pub tindex: Vec<(Oid, u64)>,
     /// Blob files put in place for it (removed on abort).
     pub blob_files: Vec<PathBuf>,
+    /// With `vote-fsync`, the write of its data, which must be durable before
+    /// the status byte is touched.
+    pub vote_seq: Option<WriteSeq>,
+}
+
+/// The fsync a vote still owes (`vote-fsync`). [`FileStorage::vote_unsynced`]
+/// hands it out so that the vote can be answered first: the fsync then runs
+/// while the client decides to finish, and [`FileStorage::finish_deferred`]
+/// waits for it before it writes the status byte.
+#[must_use = "the voted transaction cannot be finished before its fsync"]
+pub struct VoteSync {
+    seq: WriteSeq,
+    /// Finishes waiting for durability let this fsync cover them.
+    _voting: VoteInProgress,
+}
+
+impl VoteSync {
+    /// Fsync the voted transaction (and every write before it) of `engine`,
+    /// the storage that voted it. A failure is final: the storage then refuses
+    /// writes, the finish of this transaction included.
+    pub fn run(self, engine: &FileStorage) -> FsResult<()> {
+        engine
+            .group_sync
+            .sync_covering(self.seq, || engine.st().file.clone())
+            .map_err(|e| {
+                tracing::error!("{}: voting: {e}", engine.path.display());
+                engine.sync_error(&e)
+            })
+    }
 }
 
 /// A record of the transaction being built (FileStorage's `_tindex` plus what
@@ -271,8 +300,23 @@ impl<'a> TxnBuilder<'a> {
 }
 
 impl FileStorage {
-    /// First phase of commit. See the module doc.
+    /// First phase of commit, its fsync included. See the module doc.
     pub fn vote(&self, txn: &Transaction) -> FsResult<VoteOutcome> {
+        let (outcome, sync) = self.vote_unsynced(txn)?;
+        if let Some(sync) = sync {
+            if let Err(e) = sync.run(self) {
+                // As if the vote had failed: nothing of it stays.
+                self.abort(txn.id)?;
+                return Err(e);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// First phase of commit up to its fsync, which the caller runs with the
+    /// returned [`VoteSync`] (with `vote-fsync`; `None` without, or when
+    /// nothing was voted).
+    pub fn vote_unsynced(&self, txn: &Transaction) -> FsResult<(VoteOutcome, Option<VoteSync>)> {
         self.check_writable()?;
         let mut slot = self.pending_slot();
         if let Some(p) = slot.as_ref() {
@@ -282,7 +326,7 @@ impl FileStorage {
             )));
         }
         // Finishes waiting for durability now let this vote's fsync cover them.
-        let _vote_in_progress = self.opts.vote_fsync.then(|| self.group_sync.vote_begins());
+        let voting = self.opts.vote_fsync.then(|| self.group_sync.vote_begins());
         if txn.status != STATUS_NORMAL && txn.status != STATUS_PACKED {
             return Err(FsError::transaction(format!(
                 "invalid transaction status {:?}",
@@ -356,7 +400,7 @@ impl FileStorage {
             }
         }
         if !b.conflicts.is_empty() {
-            return Ok(VoteOutcome::Conflicts(b.conflicts));
+            return Ok((VoteOutcome::Conflicts(b.conflicts), None));
         }
         let tlen = hlen + b.recs.len() as u64;
         let end = b.tpos + tlen + 8;
@@ -417,19 +461,12 @@ impl FileStorage {
             remove_files(&blob_files);
             return Err(e.into());
         }
-        if self.opts.vote_fsync {
-            // Through the group sync, so that this fsync also covers the status
-            // bytes of the finishes before it (and they need none of their own).
-            let seq = self.group_sync.note_write();
-            let file = st.file.clone();
-            if let Err(e) = self.group_sync.sync_covering(seq, || file) {
-                tracing::error!("{}: voting: {e}", self.path.display());
-                // No fsync after a failed one: the truncation is best effort.
-                let _ = st.file.set_len(tpos);
-                remove_files(&blob_files);
-                return Err(self.sync_error(&e));
-            }
-        }
+        // Through the group sync, so that the vote's fsync also covers the
+        // status bytes of the finishes before it (and they need none of their own).
+        let sync = voting.map(|voting| VoteSync {
+            seq: self.group_sync.note_write(),
+            _voting: voting,
+        });
         let max_oid = b.max_oid;
         let undone = std::mem::take(&mut b.undone);
         let tindex = std::mem::take(&mut b.order);
@@ -444,8 +481,9 @@ impl FileStorage {
             status: txn.status,
             tindex,
             blob_files,
+            vote_seq: sync.as_ref().map(|s| s.seq),
         });
-        Ok(VoteOutcome::Voted { undone })
+        Ok((VoteOutcome::Voted { undone }, sync))
     }
 
     /// Second phase: [`FileStorage::finish_deferred`], then wait until it is
@@ -462,6 +500,11 @@ impl FileStorage {
     /// [`FileStorage::wait_durable`] before acknowledging it.
     pub fn finish_deferred(&self, id: TxnId) -> FsResult<(Tid, WriteSeq)> {
         self.check_writable()?;
+        // The status byte may reach the disk only after the transaction's data:
+        // a torn finish then cannot pass for a committed transaction.
+        if let Some(seq) = self.vote_seq(id) {
+            self.wait_durable(seq)?;
+        }
         let mut slot = self.pending_slot();
         let p = match slot.take() {
             Some(p) if p.id == id => p,
@@ -562,6 +605,21 @@ impl FileStorage {
                 dir.remove_empty_dirs(*oid);
             }
         }
+    }
+
+    /// The vote write of `id` if it is the voted transaction and `vote-fsync` is on.
+    fn vote_seq(&self, id: TxnId) -> Option<WriteSeq> {
+        self.pending_slot()
+            .as_ref()
+            .filter(|p| p.id == id)
+            .and_then(|p| p.vote_seq)
+    }
+
+    /// Whether `finish_deferred(id)` can run without waiting for its vote's
+    /// fsync (always without `vote-fsync`).
+    pub fn vote_durable(&self, id: TxnId) -> bool {
+        self.vote_seq(id)
+            .is_none_or(|seq| self.group_sync.is_durable(seq))
     }
 
     /// The tid of the voted transaction, if one is voted.

@@ -31,7 +31,7 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a durability wait lets a running vote's fsync cover it before it
@@ -60,21 +60,33 @@ pub struct GroupSync {
     fsyncs: AtomicU64,
     /// Make the next fsync fail, for tests of the failure path.
     fail_next: AtomicBool,
-    /// Whether a vote that will fsync is running.
-    voting: Mutex<bool>,
-    /// Signalled when such a vote begins or ends.
-    vote_changed: Condvar,
+    /// The votes that will fsync and have not yet (shared with their guards).
+    votes: Arc<Votes>,
     /// Whether the last vote began while a finish waited for durability.
     back_to_back: AtomicBool,
 }
 
-/// A vote that ends with an fsync is running while this lives.
-pub struct VoteInProgress<'a>(&'a GroupSync);
+/// The votes whose fsync is still to come.
+#[derive(Debug, Default)]
+struct Votes {
+    /// How many (the next vote may begin while the last one's guard is being
+    /// dropped).
+    running: Mutex<usize>,
+    /// Signalled when one begins or ends.
+    changed: Condvar,
+}
 
-impl Drop for VoteInProgress<'_> {
+/// A vote that ends with an fsync is running (or its fsync is) while this
+/// lives. It owns its share of the state, so it can move to the thread that
+/// runs the fsync.
+pub struct VoteInProgress(Arc<Votes>);
+
+impl Drop for VoteInProgress {
     fn drop(&mut self) {
-        *self.0.voting.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        self.0.vote_changed.notify_all();
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running = running.saturating_sub(1);
+        drop(running);
+        self.0.changed.notify_all();
     }
 }
 
@@ -111,12 +123,12 @@ impl GroupSync {
     }
 
     /// Note that a vote that ends with an fsync runs (one at a time).
-    pub fn vote_begins(&self) -> VoteInProgress<'_> {
+    pub fn vote_begins(&self) -> VoteInProgress {
         let finish_waiting = !self.is_durable(self.last_written());
         self.back_to_back.store(finish_waiting, Ordering::SeqCst);
-        *self.voting.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.vote_changed.notify_all();
-        VoteInProgress(self)
+        *self.votes.running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.votes.changed.notify_all();
+        VoteInProgress(Arc::clone(&self.votes))
     }
 
     /// Let a running — or, back to back, an imminent — vote's fsync cover
@@ -129,14 +141,14 @@ impl GroupSync {
             start
         };
         let end_by = start + VOTE_WAIT;
-        let mut voting = self.voting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut voting = self.votes.running.lock().unwrap_or_else(|e| e.into_inner());
         while !self.is_durable(seq) {
             let now = Instant::now();
-            let until = if *voting { end_by } else { begin_by };
+            let until = if *voting > 0 { end_by } else { begin_by };
             if now >= until {
                 return;
             }
-            voting = match self.vote_changed.wait_timeout(voting, until - now) {
+            voting = match self.votes.changed.wait_timeout(voting, until - now) {
                 Ok((guard, _)) => guard,
                 Err(e) => e.into_inner().0,
             };
@@ -209,7 +221,6 @@ impl GroupSync {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::Arc;
 
     fn temp_file() -> (tempfile::TempDir, Arc<File>) {
         let dir = tempfile::tempdir().unwrap();

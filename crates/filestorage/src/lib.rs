@@ -35,10 +35,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use zeoraid_storage::{
-    CurrentRecord, Finished, HistoryEntry, LoadedRecord, Oid, Storage, StorageError, StorageInfo,
-    StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter, VoteOutcome,
+    CurrentRecord, Finished, HistoryEntry, LoadedRecord, Oid, Operation, Storage, StorageError,
+    StorageInfo, StorageResult, Tid, Transaction, TransactionStream, TxnId, UndoEntry, UndoFilter,
+    VoteOutcome,
 };
 
+pub use commit::VoteSync;
 pub use error::{FsError, FsResult};
 pub use pack::{PackOptions, ReferencesFn};
 pub use storage::{FileStorage, Options, TxnIter};
@@ -53,8 +55,16 @@ pub struct AsyncFileStorage {
     /// (before its fsync) or `abort` (the guard sits in `voted`), and by pack
     /// while it copies the last transactions and swaps files.
     commit: Arc<AsyncMutex<()>>,
-    voted: std::sync::Mutex<Option<(TxnId, OwnedMutexGuard<()>)>>,
+    voted: std::sync::Mutex<Option<Voted>>,
     references: ReferencesFn,
+}
+
+/// The voted transaction, holding the commit lock.
+struct Voted {
+    id: TxnId,
+    _lock: OwnedMutexGuard<()>,
+    /// Completes when the vote's fsync has run (`vote-fsync`).
+    synced: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl AsyncFileStorage {
@@ -100,16 +110,68 @@ impl AsyncFileStorage {
             .map_err(StorageError::from)
     }
 
-    fn voted_slot(&self) -> std::sync::MutexGuard<'_, Option<(TxnId, OwnedMutexGuard<()>)>> {
+    fn voted_slot(&self) -> std::sync::MutexGuard<'_, Option<Voted>> {
         self.voted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Release the commit lock if `id` holds it.
     fn release(&self, id: TxnId) {
         let mut slot = self.voted_slot();
-        if matches!(slot.as_ref(), Some((held, _)) if *held == id) {
+        if matches!(slot.as_ref(), Some(voted) if voted.id == id) {
             *slot = None;
         }
+    }
+
+    /// Wait until the fsync of `id`'s vote has run, if it still runs.
+    async fn vote_synced(&self, id: TxnId) {
+        if self.engine.vote_durable(id) {
+            return;
+        }
+        let synced = match self.voted_slot().as_mut() {
+            Some(voted) if voted.id == id => voted.synced.take(),
+            _ => None,
+        };
+        if let Some(synced) = synced {
+            let _ = synced.await;
+        }
+    }
+}
+
+/// Transactions with up to this many bytes of data are voted on the caller's
+/// thread: writing them into the page cache costs less than the hand-off to a
+/// blocking thread, which the next transaction would wait for under the commit
+/// lock.
+const INLINE_VOTE_BYTES: usize = 64 * 1024;
+
+/// Whether `txn` is voted on the caller's thread: plain stores of up to
+/// [`INLINE_VOTE_BYTES`]. Blobs are copied and undo reads older records back:
+/// work for a blocking thread.
+fn votes_inline(txn: &Transaction) -> bool {
+    let mut bytes = 0;
+    for op in &txn.ops {
+        match op {
+            Operation::Store { data, .. } => bytes += data.len(),
+            Operation::CheckCurrentSerial { .. } | Operation::Delete { .. } => {}
+            _ => return false,
+        }
+    }
+    bytes <= INLINE_VOTE_BYTES
+}
+
+/// Votes `txn` on this thread up to its fsync, which is returned to run. A
+/// transaction still voted in the engine belongs to a vote whose caller went
+/// away (its future was dropped) while the caller holds the commit lock:
+/// nobody can finish it any more, so it is aborted first.
+fn vote_here(engine: &FileStorage, txn: &Transaction) -> (FsResult<VoteOutcome>, Option<VoteSync>) {
+    if let Some(orphan) = engine.voted_id() {
+        tracing::warn!("aborting orphaned voted transaction {orphan:?}");
+        if let Err(e) = engine.abort(orphan) {
+            return (Err(e), None);
+        }
+    }
+    match engine.vote_unsynced(txn) {
+        Ok((outcome, sync)) => (Ok(outcome), sync),
+        Err(e) => (Err(e), None),
     }
 }
 
@@ -207,23 +269,53 @@ impl Storage for AsyncFileStorage {
         Ok(self.engine.new_oids(count)?)
     }
 
+    /// The vote is answered once the transaction is written; its fsync
+    /// (`vote-fsync`) runs after the answer on a blocking thread, while the
+    /// client's `tpc_finish` is on its way, and the finish waits for it before
+    /// it writes the status byte. A small transaction is written on the
+    /// caller's thread ([`votes_inline`]); a larger one on a blocking thread.
     async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
         let guard = self.commit.clone().lock_owned().await;
         let id = txn.id;
-        let outcome = self
-            .blocking(move |e| {
-                // Holding the commit lock, a transaction still voted in the
-                // engine belongs to a vote whose caller went away (its future
-                // was dropped): nobody can finish it any more.
-                if let Some(orphan) = e.voted_id() {
-                    tracing::warn!("aborting orphaned voted transaction {orphan:?}");
-                    e.abort(orphan)?;
+        // A failure of the vote's fsync is logged, and the finish reports it.
+        let (synced, synced_rx) = tokio::sync::oneshot::channel();
+        let outcome = if votes_inline(&txn) && self.engine.voted_id().is_none() {
+            let (outcome, sync) = vote_here(&self.engine, &txn);
+            if let Some(sync) = sync {
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = sync.run(&engine);
+                    let _ = synced.send(());
+                });
+            }
+            outcome.map_err(StorageError::from)
+        } else {
+            let engine = self.engine.clone();
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let task = tokio::task::spawn_blocking(move || {
+                let (outcome, sync) = vote_here(&engine, &txn);
+                let _ = answer.send(outcome);
+                if let Some(sync) = sync {
+                    let _ = sync.run(&engine);
+                    let _ = synced.send(());
                 }
-                e.vote(&txn)
-            })
-            .await;
+            });
+            match answered.await {
+                Ok(outcome) => outcome.map_err(StorageError::from),
+                Err(_) => Err(match task.await {
+                    Err(e) => join_error(e),
+                    Ok(()) => {
+                        StorageError::Io(std::io::Error::other("the vote ended without an answer"))
+                    }
+                }),
+            }
+        };
         if let Ok(VoteOutcome::Voted { .. }) = outcome {
-            *self.voted_slot() = Some((id, guard));
+            *self.voted_slot() = Some(Voted {
+                id,
+                _lock: guard,
+                synced: Some(synced_rx),
+            });
         }
         outcome
     }
@@ -239,9 +331,16 @@ impl Storage for AsyncFileStorage {
     /// fsync on a blocking thread, shared with the finishes around it. The commit
     /// point runs on the caller's thread: a one-byte write into the page cache and
     /// an index update, cheaper than the hand-off to a blocking thread, which the
-    /// next transaction would wait for under the commit lock.
+    /// next transaction would wait for under the commit lock. While the vote's
+    /// fsync still runs, the commit point waits for it first (and runs on a
+    /// blocking thread if that fsync failed).
     async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
-        let result = self.engine.finish_deferred(id).map_err(StorageError::from);
+        self.vote_synced(id).await;
+        let result = if self.engine.vote_durable(id) {
+            self.engine.finish_deferred(id).map_err(StorageError::from)
+        } else {
+            self.blocking(move |e| e.finish_deferred(id)).await
+        };
         if result.is_ok() || self.engine.voted_tid().is_none() {
             self.release(id);
         }

@@ -220,3 +220,106 @@ async fn a_storage_error_after_a_failed_fsync_is_an_io_error() {
         .expect("the vote does not wait for the lock");
     assert!(refused.is_err());
 }
+
+#[test]
+fn the_status_byte_is_written_only_once_the_voted_data_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(&data_fs(&dir));
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let (outcome, sync) = fs.vote_unsynced(&t).unwrap();
+    assert!(matches!(outcome, VoteOutcome::Voted { .. }));
+    assert!(sync.is_some(), "vote-fsync on: the vote owes an fsync");
+    assert_eq!(fs.group_sync().fsyncs(), 0, "answered before its fsync");
+    assert!(!fs.vote_durable(t.id));
+    // The caller never ran it (e.g. it went away): the finish fsyncs first.
+    drop(sync);
+    let (_, seq) = fs.finish_deferred(t.id).unwrap();
+    assert_eq!(
+        fs.group_sync().fsyncs(),
+        1,
+        "the data's fsync, before the status byte"
+    );
+    assert!(
+        !fs.group_sync().is_durable(seq),
+        "the status byte comes after it"
+    );
+    fs.wait_durable(seq).unwrap();
+    assert_eq!(fs.group_sync().fsyncs(), 2);
+}
+
+#[test]
+fn a_finish_waits_for_its_running_vote_fsync_rather_than_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(open(&data_fs(&dir)));
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let (_, sync) = fs.vote_unsynced(&t).unwrap();
+    let sync = sync.unwrap();
+    let syncer = {
+        let fs = fs.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            sync.run(&fs).unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    fs.finish_deferred(t.id).unwrap();
+    let waited = started.elapsed();
+    syncer.join().unwrap();
+    // One fsync, the vote's — unless this machine stalled the syncer past
+    // the finish's patience (then the finish ran its own).
+    assert!(
+        fs.group_sync().fsyncs() == 1 || waited >= zeoraid_filestorage::group_sync::VOTE_WAIT,
+        "{} fsyncs after {waited:?}",
+        fs.group_sync().fsyncs()
+    );
+}
+
+#[test]
+fn a_vote_fsync_failing_after_the_answer_fails_the_finish_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open(&path);
+    let zero = commit(&fs, txn("zero", vec![store(0, Tid::ZERO, b"root")]));
+    let size = fs.size();
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let (outcome, sync) = fs.vote_unsynced(&t).unwrap();
+    assert!(matches!(outcome, VoteOutcome::Voted { .. }));
+    fs.group_sync().fail_next_fsync();
+    assert!(sync.unwrap().run(&fs).is_err());
+    assert!(fs.finish_deferred(t.id).is_err());
+    fs.abort(t.id).unwrap();
+    assert_eq!(file_len(&path), size, "the voted bytes are truncated away");
+    drop(fs);
+    let again = open(&path);
+    assert_eq!(again.last_transaction(), zero);
+    assert!(again.load(oid(1)).is_err());
+}
+
+#[tokio::test]
+async fn an_async_vote_is_answered_before_its_fsync_whose_failure_fails_the_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let storage = AsyncFileStorage::open(&path, zeoraid_filestorage::Options::default())
+        .await
+        .unwrap();
+    let zero = txn("zero", vec![store(0, Tid::ZERO, b"root")]);
+    let zero_id = zero.id;
+    storage.vote(zero).await.unwrap();
+    let zero_tid = storage.finish(zero_id).await.unwrap();
+    let size = file_len(&path);
+    storage.engine().group_sync().fail_next_fsync();
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let id = t.id;
+    assert!(
+        matches!(storage.vote(t).await, Ok(VoteOutcome::Voted { .. })),
+        "the vote is answered before its fsync runs (and fails)"
+    );
+    let err = match storage.finish_deferred(id).await {
+        Ok(_) => panic!("a transaction whose data did not reach the disk was finished"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StorageError::Io(_)), "{err:?}");
+    storage.abort(id).await.unwrap();
+    assert_eq!(file_len(&path), size);
+    assert_eq!(storage.last_transaction().await.unwrap(), zero_tid);
+}
