@@ -175,6 +175,17 @@ fn vote_here(engine: &FileStorage, txn: &Transaction) -> (FsResult<VoteOutcome>,
     }
 }
 
+/// Runs a vote's fsync (on a blocking thread), then tells the finish waiting
+/// for it. A failure is logged, and the finish reports it.
+fn sync_then_signal(
+    engine: &FileStorage,
+    sync: VoteSync,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    let _ = sync.run(engine);
+    let _ = synced.send(());
+}
+
 fn join_error(e: tokio::task::JoinError) -> StorageError {
     StorageError::Io(std::io::Error::other(format!(
         "filestorage task failed: {e}"
@@ -277,16 +288,12 @@ impl Storage for AsyncFileStorage {
     async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
         let guard = self.commit.clone().lock_owned().await;
         let id = txn.id;
-        // A failure of the vote's fsync is logged, and the finish reports it.
         let (synced, synced_rx) = tokio::sync::oneshot::channel();
         let outcome = if votes_inline(&txn) && self.engine.voted_id().is_none() {
             let (outcome, sync) = vote_here(&self.engine, &txn);
             if let Some(sync) = sync {
                 let engine = self.engine.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = sync.run(&engine);
-                    let _ = synced.send(());
-                });
+                tokio::task::spawn_blocking(move || sync_then_signal(&engine, sync, synced));
             }
             outcome.map_err(StorageError::from)
         } else {
@@ -296,8 +303,7 @@ impl Storage for AsyncFileStorage {
                 let (outcome, sync) = vote_here(&engine, &txn);
                 let _ = answer.send(outcome);
                 if let Some(sync) = sync {
-                    let _ = sync.run(&engine);
-                    let _ = synced.send(());
+                    sync_then_signal(&engine, sync, synced);
                 }
             });
             match answered.await {
