@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -32,7 +32,12 @@ pub(crate) struct TidClock {
     pub assigned: Tid,
     /// The last tid past its commit point ([`Inner::finish_deferred`]), durable
     /// or not yet: an explicit tid must be later than it too.
-    pub finishing: Tid,
+    finishing: Tid,
+    /// The later of `committed` and `finishing`, readable without the lock: the
+    /// last transaction every optimal backend shows. Reads answer as of it
+    /// ([`Inner::as_of_visible`]), because while the backends finish a commit
+    /// one may show it and the next not yet.
+    visible: Arc<AtomicU64>,
 }
 
 impl TidClock {
@@ -41,7 +46,13 @@ impl TidClock {
             committed: newest,
             assigned: newest,
             finishing: newest,
+            visible: Arc::new(AtomicU64::new(newest.as_u64())),
         }
+    }
+
+    /// The shared handle on the last visible tid.
+    pub(crate) fn visible(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.visible)
     }
 
     /// The tid of a new transaction: the client's explicit tid when it is later than
@@ -65,6 +76,13 @@ impl TidClock {
     /// Notes a tid committed (by the RAID or, through an invalidation, by others).
     pub(crate) fn note_committed(&mut self, tid: Tid) {
         self.committed = self.committed.max(tid);
+        self.visible.fetch_max(tid.as_u64(), Ordering::Release);
+    }
+
+    /// Notes a tid past its commit point on every backend that finishes it.
+    fn note_finishing(&mut self, tid: Tid) {
+        self.finishing = self.finishing.max(tid);
+        self.visible.fetch_max(tid.as_u64(), Ordering::Release);
     }
 }
 
@@ -344,9 +362,8 @@ impl Inner {
         // Voted reads compare backends, and one that has finished and one that has
         // not yet would disagree: they wait for the whole finish. Other reads go to
         // one backend and are not held back, or every load would stall for the
-        // backends' fsyncs: the ZEO server answers loads as of its published tid
-        // (docs/zeo-server.md), so no client sees this commit on any backend before
-        // the RAID acknowledged it and queued its invalidation.
+        // backends' fsyncs: loads answer as of the last tid every backend shows
+        // (`AsOfVisible`), which this commit joins once all have finished it.
         let results = if self.options.read_policy == ReadPolicy::Vote {
             let _publishing = self.visibility.write().await;
             join_all(calls).await
@@ -432,10 +449,7 @@ impl Inner {
                 "finish failed on every backend; the transaction is not acknowledged",
             ));
         }
-        {
-            let mut tids = lock(&self.tids);
-            tids.finishing = tids.finishing.max(tid);
-        }
+        lock(&self.tids).note_finishing(tid);
         drop(pending);
         let inner = Arc::clone(self);
         let durable =

@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub finishes: Arc<tokio::sync::RwLock<()>>,
     pub pending: Mutex<Option<commit::Pending>>,
     pub tids: Mutex<commit::TidClock>,
+    /// The clock's last visible tid, for reads without its lock.
+    pub visible: Arc<AtomicU64>,
     /// Reads hold it shared; under [`ReadPolicy::Vote`], `finish` holds it
     /// exclusively while the backends finish, so a voted read never compares a
     /// backend that has finished a commit with one that has not yet.
@@ -331,7 +333,9 @@ impl RaidStorage {
         let recovery_rate = options.recovery_rate.unwrap_or(0);
         let coop = options.cluster_mode == ClusterMode::Coop;
         let table = StateTable::new(names, states, coop, record);
+        let clock = commit::TidClock::new(newest);
         let inner = Arc::new(Inner {
+            visible: clock.visible(),
             backends: ArcSwap::from_pointee(backends),
             options,
             readable: table.readable(),
@@ -339,7 +343,7 @@ impl RaidStorage {
             commit_lock: Arc::new(Semaphore::new(1)),
             finishes: Arc::new(tokio::sync::RwLock::new(())),
             pending: Mutex::new(None),
-            tids: Mutex::new(commit::TidClock::new(newest)),
+            tids: Mutex::new(clock),
             visibility: tokio::sync::RwLock::new(()),
             oids: tokio::sync::Mutex::new(0),
             invalidations: invalidations::Hub::new(),
@@ -482,13 +486,7 @@ impl Storage for RaidStorage {
     }
 
     async fn load_before(&self, oid: Oid, before: Tid) -> StorageResult<Option<LoadedRecord>> {
-        self.inner
-            .read_voted(
-                "load_before",
-                move |s| async move { s.load_before(oid, before).await },
-                Option::clone,
-            )
-            .await
+        self.inner.load_before(oid, before).await
     }
 
     async fn load_serial(&self, oid: Oid, serial: Tid) -> StorageResult<Bytes> {

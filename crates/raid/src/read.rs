@@ -18,6 +18,30 @@ use crate::error::no_backend_left;
 use crate::verdict::{decide, AnswerKind, ReadVerdict};
 use crate::{FailMode, Inner, RaidStatus, ReadPolicy};
 
+/// Loads answer as of the last transaction that every optimal backend shows.
+/// While the backends finish a commit, one of them may already show it and the
+/// next not yet; a reader that saw it on the first must not then miss it on the
+/// second (a `load_serial` of the serial it was given, say). So a load never
+/// looks past this tid, and a revision that ends in a later one is current.
+#[derive(Clone, Copy)]
+struct AsOfVisible(Tid);
+
+impl AsOfVisible {
+    /// `before`, lowered to just past the last visible transaction.
+    fn bound(self, before: Tid) -> Tid {
+        before.min(Tid::from_u64(self.0.as_u64().saturating_add(1)))
+    }
+
+    fn hide_later(self, record: Option<LoadedRecord>) -> Option<LoadedRecord> {
+        record.map(|mut r| {
+            if r.end.is_some_and(|end| end > self.0) {
+                r.end = None;
+            }
+            r
+        })
+    }
+}
+
 thread_local! {
     /// This thread's round-robin turn: a counter per thread rather than one
     /// shared by every load, whose cache line the cores would pass back and forth.
@@ -200,6 +224,38 @@ impl Inner {
     /// degraded here as the async path would, and the caller's async read fails
     /// over to the next backend.
     pub(crate) fn load_before_inline(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> Option<StorageResult<Option<LoadedRecord>>> {
+        let as_of = self.as_of_visible();
+        let answer = self.load_before_inline_from_policy(oid, as_of.bound(before))?;
+        Some(answer.map(|record| as_of.hide_later(record)))
+    }
+
+    /// `load_before` of the revision current before `before`, as of the last
+    /// visible transaction ([`AsOfVisible`]).
+    pub(crate) async fn load_before(
+        &self,
+        oid: Oid,
+        before: Tid,
+    ) -> StorageResult<Option<LoadedRecord>> {
+        let as_of = self.as_of_visible();
+        let before = as_of.bound(before);
+        self.read_voted(
+            "load_before",
+            move |s| async move { s.load_before(oid, before).await },
+            Option::clone,
+        )
+        .await
+        .map(|record| as_of.hide_later(record))
+    }
+
+    fn as_of_visible(&self) -> AsOfVisible {
+        AsOfVisible(Tid::from_u64(self.visible.load(Ordering::Acquire)))
+    }
+
+    fn load_before_inline_from_policy(
         &self,
         oid: Oid,
         before: Tid,

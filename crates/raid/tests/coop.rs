@@ -140,6 +140,8 @@ async fn a_read_vote_without_majority_goes_to_the_first_backend() {
     commit(&*b[0].inner, vec![store(oid, t1, "first")])
         .await
         .unwrap();
+    // Reads answer as of the RAID's last commit: one more makes b0's write seen.
+    commit_new(&raid, "later").await;
     let (data, _) = current(&raid, oid).await.unwrap();
     assert_eq!(data, "first");
     assert!(degraded_reason(&raid, "b1").starts_with("disagreed on load_before"));

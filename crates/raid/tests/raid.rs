@@ -1141,6 +1141,66 @@ async fn a_finish_dropped_midway_still_commits_everywhere_and_frees_the_lock() {
     assert_identical(&[&b[0], &b[1]]).await;
 }
 
+#[tokio::test]
+async fn reads_do_not_see_a_commit_before_every_backend_shows_it() {
+    for deferred in [false, true] {
+        let b = backends(2);
+        let raid = Arc::new(open(&b, RaidOptions::default()).await);
+        let (oid, first) = commit_new(&raid, "old").await;
+        let t = txn(vec![store(oid, first, "new")]);
+        let id = t.id;
+        raid.vote(t).await.unwrap();
+        // b0 finishes the commit at once, b1 only once the gate opens.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        b[1].next(Op::Finish, Action::WaitFor(Arc::clone(&gate)));
+        let finishing = {
+            let raid = Arc::clone(&raid);
+            tokio::spawn(async move {
+                if deferred {
+                    let finished = raid.finish_deferred(id).await?;
+                    (finished.durable).await?;
+                    Ok(finished.tid)
+                } else {
+                    raid.finish(id).await
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b[0].inner.last_transaction().await.unwrap() == first {
+            assert!(Instant::now() < deadline, "b0 did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Round-robin: these reads go to both backends, and all answer the same.
+        for _ in 0..4 {
+            let got = raid.load_before(oid, Tid::MAX).await.unwrap().unwrap();
+            assert_eq!(
+                (got.data, got.start, got.end),
+                (Bytes::from("old"), first, None)
+            );
+            if let Some(inline) = raid.load_before_inline(oid, Tid::MAX) {
+                let got = inline.unwrap().unwrap();
+                assert_eq!(
+                    (got.data, got.start, got.end),
+                    (Bytes::from("old"), first, None)
+                );
+            }
+            assert_eq!(
+                raid.load_serial(oid, first).await.unwrap(),
+                Bytes::from("old")
+            );
+        }
+        gate.add_permits(1);
+        let tid = finishing.await.unwrap().unwrap();
+        assert_eq!(
+            current(&*raid, oid).await.unwrap(),
+            (Bytes::from("new"), tid)
+        );
+        let old = raid.load_before(oid, tid).await.unwrap().unwrap();
+        assert_eq!((old.start, old.end), (first, Some(tid)));
+        assert_identical(&[&b[0], &b[1]]).await;
+    }
+}
+
 /// Votes a fresh store through the RAID and passes its commit point.
 async fn vote_and_pass_commit_point(raid: &RaidStorage, data: &str) -> (Oid, Finished) {
     let oid = raid.new_oids(1).await.unwrap()[0];
