@@ -473,6 +473,30 @@ def test_torn_tail_is_recovered_like_python(zeoraid_bin, tmp_path, cut):
     fstest_ok(path)
 
 
+def test_status_bytes_still_unflipped_are_cut_like_python(zeoraid_bin, tmp_path):
+    """A crash while finished transactions wait for their status bytes (written
+    only after an fsync covered their data, docs/filestorage.md "Commit") can
+    leave an earlier one still `c` and a later one flipped: both zeoraid and
+    Python cut at the first `c` (into Data.fs.tr0) and serve the rest."""
+    path = tmp_path / "Data.fs"
+    make_python_fs(path)
+    positions = transaction_positions(path)
+    first_unflipped = positions[-3]
+    data = bytearray(path.read_bytes())
+    for pos in positions[-3:-1]:
+        data[pos + 16:pos + 17] = b"c"
+    path.write_bytes(bytes(data))
+    twin = tmp_path / "py" / "Data.fs"
+    twin.parent.mkdir()
+    shutil.copyfile(path, twin)
+    assert serve_once(zeoraid_bin, tmp_path, path) is None  # it served
+    assert path.stat().st_size == first_unflipped
+    assert (tmp_path / "Data.fs.tr0").read_bytes() == bytes(data[first_unflipped:])
+    ZODB.FileStorage.FileStorage(str(twin)).close()
+    assert twin.read_bytes() == path.read_bytes()
+    fstest_ok(path)
+
+
 def test_garbage_index_file_is_ignored(zeoraid_bin, tmp_path):
     """A damaged `Data.fs.zeoraid-index` is ignored (rebuilt), not fatal."""
     path = tmp_path / "Data.fs"

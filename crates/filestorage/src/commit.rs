@@ -1,9 +1,9 @@
 //! Two-phase commit: `vote` checks the whole transaction and appends it with
-//! status `c` (checkpoint), fsynced by default; `finish` flips the status byte
-//! to `' '` (or `p`) and publishes the new records in the index — the commit
-//! point — and its durability is a group fsync (`group_sync.rs`) shared with
-//! the finishes and votes around it; `abort` truncates the appended bytes so no
-//! trace is left.
+//! status `c` (checkpoint), fsynced by default; `finish` publishes the new
+//! records in the index — the commit point — and flips the status byte to
+//! `' '` (or `p`) once the data is durable (at once, or later: `flips.rs`); its
+//! durability is a group fsync (`group_sync.rs`) shared with the finishes and
+//! votes around it; `abort` truncates the appended bytes so no trace is left.
 //!
 //! One transaction at a time may be voted; a second `vote` on the synchronous
 //! engine is refused (the async adapter makes it wait instead).
@@ -18,6 +18,7 @@ use zeoraid_storage::{
 };
 
 use crate::error::{FsError, FsResult};
+use crate::flips::FlipWait;
 use crate::format::{
     encode_data_record, DataHeader, Reader, TxnHeader, STATUS_CHECKPOINT, STATUS_NORMAL,
     STATUS_PACKED, TXN_HEADER_LEN,
@@ -318,6 +319,14 @@ impl FileStorage {
     /// nothing was voted).
     pub fn vote_unsynced(&self, txn: &Transaction) -> FsResult<(VoteOutcome, Option<VoteSync>)> {
         self.check_writable()?;
+        if txn
+            .ops
+            .iter()
+            .any(|op| matches!(op, Operation::Undo { .. }))
+        {
+            // Undo checks the status byte of the transaction it undoes.
+            self.write_flips_before(u64::MAX)?;
+        }
         let mut slot = self.pending_slot();
         if let Some(p) = slot.as_ref() {
             return Err(FsError::refused(format!(
@@ -489,22 +498,19 @@ impl FileStorage {
     /// Second phase: [`FileStorage::finish_deferred`], then wait until it is
     /// durable. Acknowledged ⇒ durable.
     pub fn finish(&self, id: TxnId) -> FsResult<Tid> {
-        let (tid, seq) = self.finish_deferred(id)?;
-        self.wait_durable(seq)?;
+        let (tid, wait) = self.finish_deferred(id)?;
+        self.wait_finished(wait)?;
         Ok(tid)
     }
 
-    /// Second phase up to the commit point: flip the status byte and publish
-    /// the transaction (index, end, last tid), so the next vote checks against
-    /// it. Returns its tid and the write to wait for with
-    /// [`FileStorage::wait_durable`] before acknowledging it.
-    pub fn finish_deferred(&self, id: TxnId) -> FsResult<(Tid, WriteSeq)> {
+    /// Second phase up to the commit point: publish the transaction (index,
+    /// end, last tid), so the next vote checks against it, and flip its status
+    /// byte — at once when its data is known durable (or without
+    /// `vote-fsync`), else once it is (`flips.rs`): never before. Returns its
+    /// tid and what to wait for with [`FileStorage::wait_finished`] before
+    /// acknowledging it.
+    pub fn finish_deferred(&self, id: TxnId) -> FsResult<(Tid, FlipWait)> {
         self.check_writable()?;
-        // The status byte may reach the disk only after the transaction's data:
-        // a torn finish then cannot pass for a committed transaction.
-        if let Some(seq) = self.vote_seq(id) {
-            self.wait_durable(seq)?;
-        }
         let mut slot = self.pending_slot();
         let p = match slot.take() {
             Some(p) if p.id == id => p,
@@ -515,24 +521,33 @@ impl FileStorage {
                 )));
             }
         };
-        let file = self.st().file.clone();
-        if let Err(e) = file.write_all_at(&[p.status], p.tpos + 16) {
-            tracing::error!(
-                "{}: finishing transaction {:?} failed: {e}; dropping it",
-                self.path.display(),
-                p.tid
-            );
-            self.undo_pending_write(&p);
-            return Err(e.into());
-        }
-        let seq = self.group_sync.note_write();
+        let data_durable = p.vote_seq.is_none_or(|seq| self.group_sync.is_durable(seq));
+        let wait = if data_durable && self.flips.is_empty() {
+            let file = self.st().file.clone();
+            if let Err(e) = file.write_all_at(&[p.status], p.tpos + 16) {
+                tracing::error!(
+                    "{}: finishing transaction {:?} failed: {e}; dropping it",
+                    self.path.display(),
+                    p.tid
+                );
+                self.undo_pending_write(&p);
+                return Err(e.into());
+            }
+            FlipWait::Written(self.group_sync.note_write())
+        } else {
+            // Queued before it is published: a reader that sees the new end
+            // finds its status byte queued or written.
+            let data = p.vote_seq.unwrap_or(0);
+            self.queue_flip(p.tpos, p.status, data);
+            FlipWait::Queued { data }
+        };
         let mut st = self.st_mut();
         for (oid, pos) in &p.tindex {
             st.index.insert(*oid, *pos);
         }
         st.pos = p.end;
         st.last_tid = p.tid;
-        Ok((p.tid, seq))
+        Ok((p.tid, wait))
     }
 
     /// Block until write `seq` (a finish's status byte) is durable: at once if
@@ -544,8 +559,10 @@ impl FileStorage {
             .map_err(|e| self.sync_error(&e))
     }
 
-    /// Make everything written so far durable (close, pack).
+    /// Write every queued status byte and make everything written so far
+    /// durable (close, pack).
     pub(crate) fn sync_written(&self) -> FsResult<()> {
+        self.write_flips_before(u64::MAX)?;
         self.wait_durable(self.group_sync.last_written())
     }
 
@@ -562,7 +579,7 @@ impl FileStorage {
         }
     }
 
-    fn sync_error(&self, failure: &str) -> FsError {
+    pub(crate) fn sync_error(&self, failure: &str) -> FsError {
         FsError::Io(std::io::Error::other(format!(
             "{}: {failure}",
             self.path.display()
@@ -605,21 +622,6 @@ impl FileStorage {
                 dir.remove_empty_dirs(*oid);
             }
         }
-    }
-
-    /// The vote write of `id` if it is the voted transaction and `vote-fsync` is on.
-    fn vote_seq(&self, id: TxnId) -> Option<WriteSeq> {
-        self.pending_slot()
-            .as_ref()
-            .filter(|p| p.id == id)
-            .and_then(|p| p.vote_seq)
-    }
-
-    /// Whether `finish_deferred(id)` can run without waiting for its vote's
-    /// fsync (always without `vote-fsync`).
-    pub fn vote_durable(&self, id: TxnId) -> bool {
-        self.vote_seq(id)
-            .is_none_or(|seq| self.group_sync.is_durable(seq))
     }
 
     /// The tid of the voted transaction, if one is voted.

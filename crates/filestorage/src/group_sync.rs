@@ -1,4 +1,4 @@
-//! Group fsync of `Data.fs`: commits write their status byte and go on; the
+//! Group fsync of `Data.fs`: commits write (or queue) their status byte and go on; the
 //! durability of what was written is established by `fdatasync`s that each cover
 //! every write counted before they started, so one fsync acknowledges many
 //! finishes (and the vote's own fsync covers the status bytes written before it).
@@ -109,6 +109,12 @@ impl GroupSync {
     /// Why writes are refused, after an fsync failed.
     pub fn failure(&self) -> Option<&str> {
         self.failure.get().map(String::as_str)
+    }
+
+    /// Refuse writes from now on, as after a failed fsync (a status byte that
+    /// could not be written).
+    pub(crate) fn fail(&self, failure: String) {
+        let _ = self.failure.set(failure);
     }
 
     /// Fsyncs run so far.

@@ -278,6 +278,27 @@ fn valid_transactions_follow(reader: &Reader<'_>, file_size: u64, pos: u64) -> b
     }
 }
 
+/// Whether the file from `pos` to its end is a chain of complete transactions:
+/// each header's length fits the file and matches its redundant length.
+fn complete_transactions_to_end(reader: &Reader<'_>, file_size: u64, mut pos: u64) -> bool {
+    while pos < file_size {
+        let Ok(h) = reader.txn_header(pos) else {
+            return false;
+        };
+        let Some(end) = pos.checked_add(h.tlen) else {
+            return false;
+        };
+        if h.tlen < h.header_len()
+            || end.checked_add(8).is_none_or(|e| e > file_size)
+            || reader.read_u64(end).ok() != Some(h.tlen)
+        {
+            return false;
+        }
+        pos = end + 8;
+    }
+    pos == file_size
+}
+
 /// Cut the file at `pos`, keeping the cut bytes in `<path>.trN` like Python.
 pub fn truncate_saving(file: &File, path: &Path, pos: u64) -> FsResult<u64> {
     let size = file.metadata()?.len();
@@ -460,7 +481,12 @@ pub fn scan(
             .and_then(|t| t.checked_add(8))
             .is_none_or(|t| t > file_size);
         if past_end || h.status == STATUS_CHECKPOINT {
-            if valid_transactions_follow(&reader, file_size, pos) {
+            // Transactions finished while earlier ones still waited for their
+            // status byte (`flips.rs`) leave complete transactions after the
+            // first `c` one: none of them was acknowledged, and Python cuts
+            // there too. Damage in the middle breaks that chain.
+            let unflipped_tail = !past_end && complete_transactions_to_end(&reader, file_size, pos);
+            if !unflipped_tail && valid_transactions_follow(&reader, file_size, pos) {
                 return Err(FsError::corrupt(
                     pos,
                     format!(

@@ -18,6 +18,7 @@
 pub mod blobs;
 pub mod commit;
 pub mod error;
+pub mod flips;
 pub mod format;
 pub mod group_sync;
 pub mod index;
@@ -42,6 +43,7 @@ use zeoraid_storage::{
 
 pub use commit::VoteSync;
 pub use error::{FsError, FsResult};
+pub use flips::FlipWait;
 pub use pack::{PackOptions, ReferencesFn};
 pub use storage::{FileStorage, Options, TxnIter};
 
@@ -63,8 +65,6 @@ pub struct AsyncFileStorage {
 struct Voted {
     id: TxnId,
     _lock: OwnedMutexGuard<()>,
-    /// Completes when the vote's fsync has run (`vote-fsync`).
-    synced: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl AsyncFileStorage {
@@ -121,20 +121,6 @@ impl AsyncFileStorage {
             *slot = None;
         }
     }
-
-    /// Wait until the fsync of `id`'s vote has run, if it still runs.
-    async fn vote_synced(&self, id: TxnId) {
-        if self.engine.vote_durable(id) {
-            return;
-        }
-        let synced = match self.voted_slot().as_mut() {
-            Some(voted) if voted.id == id => voted.synced.take(),
-            _ => None,
-        };
-        if let Some(synced) = synced {
-            let _ = synced.await;
-        }
-    }
 }
 
 /// Transactions with up to this many bytes of data are voted on the caller's
@@ -175,15 +161,10 @@ fn vote_here(engine: &FileStorage, txn: &Transaction) -> (FsResult<VoteOutcome>,
     }
 }
 
-/// Runs a vote's fsync (on a blocking thread), then tells the finish waiting
-/// for it. A failure is logged, and the finish reports it.
-fn sync_then_signal(
-    engine: &FileStorage,
-    sync: VoteSync,
-    synced: tokio::sync::oneshot::Sender<()>,
-) {
+/// Runs a vote's fsync (on a blocking thread). A failure is logged; the
+/// storage then refuses writes, and the finish's durability wait reports it.
+fn run_vote_sync(engine: &FileStorage, sync: VoteSync) {
     let _ = sync.run(engine);
-    let _ = synced.send(());
 }
 
 fn join_error(e: tokio::task::JoinError) -> StorageError {
@@ -282,18 +263,17 @@ impl Storage for AsyncFileStorage {
 
     /// The vote is answered once the transaction is written; its fsync
     /// (`vote-fsync`) runs after the answer on a blocking thread, while the
-    /// client's `tpc_finish` is on its way, and the finish waits for it before
-    /// it writes the status byte. A small transaction is written on the
-    /// caller's thread ([`votes_inline`]); a larger one on a blocking thread.
+    /// client's `tpc_finish` is on its way; the status byte is flipped only
+    /// after it (`flips.rs`). A small transaction is written on the caller's
+    /// thread ([`votes_inline`]); a larger one on a blocking thread.
     async fn vote(&self, txn: Transaction) -> StorageResult<VoteOutcome> {
         let guard = self.commit.clone().lock_owned().await;
         let id = txn.id;
-        let (synced, synced_rx) = tokio::sync::oneshot::channel();
         let outcome = if votes_inline(&txn) && self.engine.voted_id().is_none() {
             let (outcome, sync) = vote_here(&self.engine, &txn);
             if let Some(sync) = sync {
                 let engine = self.engine.clone();
-                tokio::task::spawn_blocking(move || sync_then_signal(&engine, sync, synced));
+                tokio::task::spawn_blocking(move || run_vote_sync(&engine, sync));
             }
             outcome.map_err(StorageError::from)
         } else {
@@ -303,7 +283,7 @@ impl Storage for AsyncFileStorage {
                 let (outcome, sync) = vote_here(&engine, &txn);
                 let _ = answer.send(outcome);
                 if let Some(sync) = sync {
-                    sync_then_signal(&engine, sync, synced);
+                    run_vote_sync(&engine, sync);
                 }
             });
             match answered.await {
@@ -317,11 +297,7 @@ impl Storage for AsyncFileStorage {
             }
         };
         if let Ok(VoteOutcome::Voted { .. }) = outcome {
-            *self.voted_slot() = Some(Voted {
-                id,
-                _lock: guard,
-                synced: Some(synced_rx),
-            });
+            *self.voted_slot() = Some(Voted { id, _lock: guard });
         }
         outcome
     }
@@ -332,31 +308,25 @@ impl Storage for AsyncFileStorage {
         Ok(finished.tid)
     }
 
-    /// The commit point (status byte written, index published) under the
-    /// commit lock, which is released at once; the durability wait is a group
-    /// fsync on a blocking thread, shared with the finishes around it. The commit
-    /// point runs on the caller's thread: a one-byte write into the page cache and
-    /// an index update, cheaper than the hand-off to a blocking thread, which the
-    /// next transaction would wait for under the commit lock. While the vote's
-    /// fsync still runs, the commit point waits for it first (and runs on a
-    /// blocking thread if that fsync failed).
+    /// The commit point (index published; the status byte written, or queued
+    /// until the vote's fsync has run) under the commit lock, which is released
+    /// at once; the durability wait is a group fsync on a blocking thread,
+    /// shared with the finishes around it. The commit point runs on the
+    /// caller's thread: at most a one-byte write into the page cache and an
+    /// index update, cheaper than the hand-off to a blocking thread, which the
+    /// next transaction would wait for under the commit lock.
     async fn finish_deferred(&self, id: TxnId) -> StorageResult<Finished> {
-        self.vote_synced(id).await;
-        let result = if self.engine.vote_durable(id) {
-            self.engine.finish_deferred(id).map_err(StorageError::from)
-        } else {
-            self.blocking(move |e| e.finish_deferred(id)).await
-        };
+        let result = self.engine.finish_deferred(id).map_err(StorageError::from);
         if result.is_ok() || self.engine.voted_tid().is_none() {
             self.release(id);
         }
-        let (tid, seq) = result?;
-        if self.engine.group_sync().is_durable(seq) {
+        let (tid, wait) = result?;
+        if self.engine.finished_durable(wait) {
             return Ok(Finished::already_durable(tid));
         }
         let engine = self.engine.clone();
         let durable = async move {
-            tokio::task::spawn_blocking(move || engine.wait_durable(seq))
+            tokio::task::spawn_blocking(move || engine.wait_finished(wait))
                 .await
                 .map_err(join_error)?
                 .map_err(StorageError::from)

@@ -229,6 +229,7 @@ impl FileStorage {
         if empty {
             return Ok(None);
         }
+        self.write_flips_before(end)?;
         let reader = Reader::new(&input);
 
         // buildPackIndex: current revisions at the pack time.
@@ -421,6 +422,7 @@ impl FileStorage {
             }
             st.pos
         };
+        self.write_flips_before(end)?;
         let input = job.input.clone();
         let reader = Reader::new(&input);
         while job.ipos < end {

@@ -87,6 +87,8 @@ pub struct FileStorage {
     pub(crate) packing: AtomicBool,
     /// Group fsync of the data file (`group_sync.rs`).
     pub(crate) group_sync: crate::group_sync::GroupSync,
+    /// Status bytes written after the commit point (`flips.rs`).
+    pub(crate) flips: crate::flips::Flips,
 }
 
 fn remove_if_exists(path: &Path) -> FsResult<()> {
@@ -221,6 +223,7 @@ impl FileStorage {
             closed: AtomicBool::new(false),
             packing: AtomicBool::new(false),
             group_sync: Default::default(),
+            flips: Default::default(),
         };
         if rebuilt && !fs.opts.read_only {
             if let Err(e) = fs.save_index() {
@@ -518,6 +521,7 @@ impl FileStorage {
             let st = self.st();
             (st.file.clone(), st.pos)
         };
+        self.write_flips_before(end)?;
         let pos = match start {
             Some(start) => find_start(&file, end, start)?,
             None => FILE_HEADER_LEN,

@@ -215,6 +215,7 @@ impl FileStorage {
             let st = self.st();
             (st.file.clone(), st.pos)
         };
+        self.write_flips_before(pos)?;
         let r = Reader::new(&file);
         let mut i = 0u64;
         let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Group commit: finishes past their commit point before their fsync, the vote's
-//! fsync and other finishes' fsyncs covering them, concurrent committers through
-//! the async storage, and the fsync-failure path.
+//! fsync and other finishes' fsyncs covering them, status bytes flipped only
+//! after the data's fsync, concurrent committers through the async storage, and
+//! the fsync-failure path.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -24,9 +25,9 @@ fn the_commit_point_comes_before_the_fsync_and_the_next_vote_sees_it() {
     let fs = open(&data_fs(&dir));
     let t1 = txn("one", vec![store(1, Tid::ZERO, b"a")]);
     vote(&fs, &t1);
-    let (tid1, seq1) = fs.finish_deferred(t1.id).unwrap();
+    let (tid1, wait1) = fs.finish_deferred(t1.id).unwrap();
     assert_eq!(fs.last_transaction(), tid1, "published at the commit point");
-    assert!(!fs.group_sync().is_durable(seq1));
+    assert!(!fs.finished_durable(wait1));
     // The next vote's conflict checks see the first transaction...
     let stale = txn("stale", vec![store(1, Tid::ZERO, b"b")]);
     match fs.vote(&stale).unwrap() {
@@ -38,11 +39,8 @@ fn the_commit_point_comes_before_the_fsync_and_the_next_vote_sees_it() {
     let t2 = txn("two", vec![store(1, tid1, b"c")]);
     vote(&fs, &t2);
     assert_eq!(fs.group_sync().fsyncs(), fsyncs + 1);
-    assert!(
-        fs.group_sync().is_durable(seq1),
-        "the vote's fsync covers it"
-    );
-    fs.wait_durable(seq1).unwrap();
+    assert!(fs.finished_durable(wait1), "the vote's fsync covers it");
+    fs.wait_finished(wait1).unwrap();
     assert_eq!(fs.group_sync().fsyncs(), fsyncs + 1, "no fsync of its own");
     let tid2 = fs.finish(t2.id).unwrap();
     assert_eq!(fs.group_sync().fsyncs(), fsyncs + 2);
@@ -60,10 +58,10 @@ fn without_vote_fsync_one_fsync_covers_several_finishes() {
         seqs.push(fs.finish_deferred(t.id).unwrap().1);
     }
     assert_eq!(fs.group_sync().fsyncs(), 0);
-    fs.wait_durable(seqs[4]).unwrap();
+    fs.wait_finished(seqs[4]).unwrap();
     assert_eq!(fs.group_sync().fsyncs(), 1);
     for s in &seqs {
-        fs.wait_durable(*s).unwrap();
+        fs.wait_finished(*s).unwrap();
     }
     assert_eq!(
         fs.group_sync().fsyncs(),
@@ -79,9 +77,9 @@ fn finished_transactions_are_on_disk_after_close_even_when_nobody_waited() {
     let fs = open_with(&path, |o| o.vote_fsync = false);
     let t = txn("t", vec![store(1, Tid::ZERO, b"x")]);
     vote(&fs, &t);
-    let (tid, seq) = fs.finish_deferred(t.id).unwrap();
+    let (tid, wait) = fs.finish_deferred(t.id).unwrap();
     fs.close().unwrap();
-    assert!(fs.group_sync().is_durable(seq));
+    assert!(fs.finished_durable(wait));
     let again = open(&path);
     assert_eq!(again.last_transaction(), tid);
 }
@@ -94,9 +92,9 @@ fn a_failed_fsync_fails_the_finish_and_refuses_every_later_write() {
     let t0 = commit(&fs, txn("zero", vec![store(0, Tid::ZERO, b"root")]));
     let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
     vote(&fs, &t);
-    let (_, seq) = fs.finish_deferred(t.id).unwrap();
+    let (_, wait) = fs.finish_deferred(t.id).unwrap();
     fs.group_sync().fail_next_fsync();
-    let err = fs.wait_durable(seq).unwrap_err();
+    let err = fs.wait_finished(wait).unwrap_err();
     assert!(
         err.to_string()
             .contains("refuses writes until it is reopened"),
@@ -111,7 +109,7 @@ fn a_failed_fsync_fails_the_finish_and_refuses_every_later_write() {
         "{refused}"
     );
     assert!(fs.new_oids(1).is_err());
-    assert!(fs.wait_durable(seq).is_err());
+    assert!(fs.wait_finished(wait).is_err());
     // Reads go on.
     assert_eq!(fs.load(oid(0)).unwrap().1, t0);
     drop(fs);
@@ -221,34 +219,84 @@ async fn a_storage_error_after_a_failed_fsync_is_an_io_error() {
     assert!(refused.is_err());
 }
 
+/// The status byte of the transaction at `tpos`, as on disk.
+fn status_on_disk(path: &std::path::Path, tpos: u64) -> u8 {
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut byte, tpos + 16)
+        .unwrap();
+    byte[0]
+}
+
 #[test]
 fn the_status_byte_is_written_only_once_the_voted_data_is_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = open(&data_fs(&dir));
+    let path = data_fs(&dir);
+    let fs = open(&path);
+    let tpos = fs.size();
     let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
     let (outcome, sync) = fs.vote_unsynced(&t).unwrap();
     assert!(matches!(outcome, VoteOutcome::Voted { .. }));
     assert!(sync.is_some(), "vote-fsync on: the vote owes an fsync");
     assert_eq!(fs.group_sync().fsyncs(), 0, "answered before its fsync");
-    assert!(!fs.vote_durable(t.id));
-    // The caller never ran it (e.g. it went away): the finish fsyncs first.
+    // The caller never ran it (e.g. it went away). The commit point does not
+    // wait for it: the transaction is published, its status byte stays `c`.
     drop(sync);
-    let (_, seq) = fs.finish_deferred(t.id).unwrap();
+    let (tid, wait) = fs.finish_deferred(t.id).unwrap();
+    assert_eq!(fs.last_transaction(), tid);
+    assert_eq!(fs.load(oid(1)).unwrap().1, tid);
     assert_eq!(
         fs.group_sync().fsyncs(),
-        1,
-        "the data's fsync, before the status byte"
+        0,
+        "the commit point runs no fsync"
     );
-    assert!(
-        !fs.group_sync().is_durable(seq),
-        "the status byte comes after it"
+    assert_eq!(status_on_disk(&path, tpos), b'c');
+    assert!(!fs.finished_durable(wait));
+    fs.wait_finished(wait).unwrap();
+    assert_eq!(
+        fs.group_sync().fsyncs(),
+        2,
+        "the data's fsync, then the status byte's"
     );
-    fs.wait_durable(seq).unwrap();
-    assert_eq!(fs.group_sync().fsyncs(), 2);
+    assert_eq!(status_on_disk(&path, tpos), b' ');
 }
 
 #[test]
-fn a_finish_waits_for_its_running_vote_fsync_rather_than_running_one() {
+fn readers_see_a_transaction_whose_status_byte_is_still_queued_as_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let fs = open(&path);
+    let zero = commit(&fs, txn("zero", vec![store(0, Tid::ZERO, b"root")]));
+    let tpos = fs.size();
+    let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
+    let (_, sync) = fs.vote_unsynced(&t).unwrap();
+    drop(sync);
+    let (tid, wait) = fs.finish_deferred(t.id).unwrap();
+    assert_eq!(status_on_disk(&path, tpos), b'c');
+    let statuses: Vec<(Tid, u8)> = fs
+        .iterator(None, None)
+        .unwrap()
+        .map(|r| r.map(|r| (r.tid, r.status)).unwrap())
+        .collect();
+    assert_eq!(statuses, vec![(zero, b' '), (tid, b' ')]);
+    // The iterator had it flipped, after an fsync of its data.
+    assert_eq!(status_on_disk(&path, tpos), b' ');
+    assert!(fs.group_sync().fsyncs() >= 1);
+    let undo_log = fs.undo_log(0, 10, None).unwrap();
+    assert_eq!(
+        undo_log.iter().map(|e| e.tid).collect::<Vec<_>>(),
+        vec![tid, zero]
+    );
+    fs.wait_finished(wait).unwrap();
+    fs.close().unwrap();
+    let again = open(&path);
+    assert_eq!(again.last_transaction(), tid);
+}
+
+#[test]
+fn the_commit_point_does_not_wait_for_the_vote_fsync_which_covers_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(open(&data_fs(&dir)));
     let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
@@ -261,14 +309,17 @@ fn a_finish_waits_for_its_running_vote_fsync_rather_than_running_one() {
             sync.run(&fs).unwrap();
         })
     };
+    let (_, wait) = fs.finish_deferred(t.id).unwrap();
+    assert_eq!(fs.group_sync().fsyncs(), 0, "past the commit point at once");
     let started = std::time::Instant::now();
-    fs.finish_deferred(t.id).unwrap();
+    fs.wait_finished(wait).unwrap();
     let waited = started.elapsed();
     syncer.join().unwrap();
-    // One fsync, the vote's — unless this machine stalled the syncer past
-    // the finish's patience (then the finish ran its own).
+    // Two fsyncs: the vote's (covering the data) and the status byte's —
+    // unless this machine stalled the syncer past the wait's patience (then
+    // the wait ran its own).
     assert!(
-        fs.group_sync().fsyncs() == 1 || waited >= zeoraid_filestorage::group_sync::VOTE_WAIT,
+        fs.group_sync().fsyncs() == 2 || waited >= zeoraid_filestorage::group_sync::VOTE_WAIT,
         "{} fsyncs after {waited:?}",
         fs.group_sync().fsyncs()
     );
@@ -306,7 +357,6 @@ async fn an_async_vote_is_answered_before_its_fsync_whose_failure_fails_the_fini
     let zero_id = zero.id;
     storage.vote(zero).await.unwrap();
     let zero_tid = storage.finish(zero_id).await.unwrap();
-    let size = file_len(&path);
     storage.engine().group_sync().fail_next_fsync();
     let t = txn("one", vec![store(1, Tid::ZERO, b"a")]);
     let id = t.id;
@@ -314,12 +364,19 @@ async fn an_async_vote_is_answered_before_its_fsync_whose_failure_fails_the_fini
         matches!(storage.vote(t).await, Ok(VoteOutcome::Voted { .. })),
         "the vote is answered before its fsync runs (and fails)"
     );
-    let err = match storage.finish_deferred(id).await {
-        Ok(_) => panic!("a transaction whose data did not reach the disk was finished"),
+    // The commit point may pass before that fsync fails, or be refused after
+    // it: either way the finish is not acknowledged.
+    let err = match storage.finish(id).await {
+        Ok(tid) => {
+            panic!("a transaction whose data did not reach the disk was acknowledged: {tid:?}")
+        }
         Err(e) => e,
     };
     assert!(matches!(err, StorageError::Io(_)), "{err:?}");
     storage.abort(id).await.unwrap();
-    assert_eq!(file_len(&path), size);
-    assert_eq!(storage.last_transaction().await.unwrap(), zero_tid);
+    drop(storage);
+    // Its status byte was never flipped: the open cuts it.
+    let again = open(&path);
+    assert_eq!(again.last_transaction(), zero_tid);
+    assert!(again.load(oid(1)).is_err());
 }
