@@ -18,7 +18,7 @@ use zeoraid_storage::{
 };
 
 use crate::error::{FsError, FsResult};
-use crate::flips::FlipWait;
+use crate::flips::{write_status_byte, FlipWait};
 use crate::format::{
     encode_data_record, DataHeader, Reader, TxnHeader, STATUS_CHECKPOINT, STATUS_NORMAL,
     STATUS_PACKED, TXN_HEADER_LEN,
@@ -47,9 +47,10 @@ pub struct Pending {
 
 /// The fsync a vote still owes (`vote-fsync`). [`FileStorage::vote_unsynced`]
 /// hands it out so that the vote can be answered first: the fsync then runs
-/// while the client decides to finish, and [`FileStorage::finish_deferred`]
-/// waits for it before it writes the status byte.
-#[must_use = "the voted transaction cannot be finished before its fsync"]
+/// while the client decides to finish, and the status byte is written only
+/// after it (`flips.rs`; a durability wait runs an fsync itself if nobody ran
+/// this one).
+#[must_use = "the voted transaction's status byte waits for this fsync"]
 pub struct VoteSync {
     seq: WriteSeq,
     /// Finishes waiting for durability let this fsync cover them.
@@ -524,7 +525,7 @@ impl FileStorage {
         let data_durable = p.vote_seq.is_none_or(|seq| self.group_sync.is_durable(seq));
         let wait = if data_durable && self.flips.is_empty() {
             let file = self.st().file.clone();
-            if let Err(e) = file.write_all_at(&[p.status], p.tpos + 16) {
+            if let Err(e) = write_status_byte(&file, p.tpos, p.status) {
                 tracing::error!(
                     "{}: finishing transaction {:?} failed: {e}; dropping it",
                     self.path.display(),

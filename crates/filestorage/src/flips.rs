@@ -15,10 +15,12 @@
 //! have the flips up to their end written ([`FileStorage::write_flips_before`]).
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use crate::error::FsResult;
+use crate::format::TXN_STATUS_OFFSET;
 use crate::group_sync::WriteSeq;
 use crate::storage::FileStorage;
 
@@ -46,6 +48,11 @@ impl Flips {
     pub(crate) fn is_empty(&self) -> bool {
         self.queue().is_empty()
     }
+}
+
+/// Flip the status byte of the transaction at `tpos` to `status`.
+pub(crate) fn write_status_byte(file: &File, tpos: u64, status: u8) -> std::io::Result<()> {
+    file.write_all_at(&[status], tpos + TXN_STATUS_OFFSET)
 }
 
 /// What a finished transaction's durability waits for.
@@ -81,7 +88,7 @@ impl FileStorage {
             if !self.group_sync.is_durable(next.data) {
                 break;
             }
-            if let Err(e) = file.write_all_at(&[next.status], next.tpos + 16) {
+            if let Err(e) = write_status_byte(&file, next.tpos, next.status) {
                 let failure = format!(
                     "writing the status byte at {} failed ({e}); the storage refuses \
                      writes until it is reopened",

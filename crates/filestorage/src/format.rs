@@ -31,6 +31,8 @@ pub fn is_magic(head: &[u8]) -> bool {
 pub const FILE_HEADER_LEN: u64 = 4;
 /// Fixed part of a transaction header: tid 8, tlen 8, status 1, ulen 2, dlen 2, elen 2.
 pub const TXN_HEADER_LEN: u64 = 23;
+/// Where the status byte sits in a transaction header (after tid and tlen).
+pub const TXN_STATUS_OFFSET: u64 = 16;
 /// Fixed part of a data record header: oid 8, tid 8, prev 8, tloc 8, vlen 2, plen 8.
 pub const DATA_HEADER_LEN: u64 = 42;
 
@@ -38,7 +40,8 @@ pub const DATA_HEADER_LEN: u64 = 42;
 pub const STATUS_NORMAL: u8 = b' ';
 /// Transaction status: written by pack (its older records were removed).
 pub const STATUS_PACKED: u8 = b'p';
-/// Transaction status: checkpoint, voted but not finished (only ever the last one).
+/// Transaction status: checkpoint, voted but not finished — or finished, its
+/// status byte queued until its data is durable (`flips.rs`); only at the end.
 pub const STATUS_CHECKPOINT: u8 = b'c';
 /// Transaction status: "uncertain", no longer written; skipped when read.
 pub const STATUS_UNCERTAIN: u8 = b'u';

@@ -255,6 +255,8 @@ impl Inner {
         AsOfVisible(Tid::from_u64(self.visible.load(Ordering::Acquire)))
     }
 
+    /// The inline read itself, from the backend the read policy picks, with
+    /// `before` already bounded.
     fn load_before_inline_from_policy(
         &self,
         oid: Oid,
