@@ -44,6 +44,9 @@ pub struct RaidArgs {
     /// Only the embedded comparison.
     #[arg(long)]
     pub skip_remote: bool,
+    /// Measure commits only (no load phase; for profiling the commit path).
+    #[arg(long)]
+    pub skip_loads: bool,
     /// Only the remote (runzeo backends) comparison.
     #[arg(long)]
     pub skip_embedded: bool,
@@ -88,9 +91,14 @@ async fn measure(args: &RaidArgs, sys: &System) -> anyhow::Result<Measured> {
     let connections =
         loadgen::LoadConnection::connect_many(&sys.front.addr, args.lg_connections).await?;
     let (cpu0, front0) = (sys.cpu()?, sys.front.cpu()?);
-    let mut load =
-        loadgen::pipelined_loads(connections, args.lg_pipeline, sys.oids.clone(), c.seconds)
-            .await?;
+    let load_seconds = if args.skip_loads { 0.0 } else { c.seconds };
+    let mut load = loadgen::pipelined_loads(
+        connections,
+        args.lg_pipeline,
+        sys.oids.clone(),
+        load_seconds,
+    )
+    .await?;
     load.server_cpu = sys.cpu()? - cpu0;
     let load_front_cpu = sys.front.cpu()? - front0;
     let clients = loadgen::connect(&sys.front.addr, args.lg_commit_connections).await?;

@@ -522,6 +522,7 @@ impl FileStorage {
                 )));
             }
         };
+        let finish = self.flips.number_finish();
         let data_durable = p.vote_seq.is_none_or(|seq| self.group_sync.is_durable(seq));
         let wait = if data_durable && self.flips.is_empty() {
             let file = self.st().file.clone();
@@ -534,13 +535,15 @@ impl FileStorage {
                 self.undo_pending_write(&p);
                 return Err(e.into());
             }
-            FlipWait::Written(self.group_sync.note_write())
+            let seq = self.group_sync.note_write();
+            self.flips.note_written(finish);
+            FlipWait::Written { seq, finish }
         } else {
             // Queued before it is published: a reader that sees the new end
             // finds its status byte queued or written.
             let data = p.vote_seq.unwrap_or(0);
-            self.queue_flip(p.tpos, p.status, data);
-            FlipWait::Queued { data }
+            self.queue_flip(p.tpos, p.status, data, finish);
+            FlipWait::Queued { data, finish }
         };
         let mut st = self.st_mut();
         for (oid, pos) in &p.tindex {
@@ -557,6 +560,14 @@ impl FileStorage {
     pub fn wait_durable(&self, seq: WriteSeq) -> FsResult<()> {
         self.group_sync
             .wait_durable(seq, || self.st().file.clone())
+            .map_err(|e| self.sync_error(&e))
+    }
+
+    /// Run an fsync covering write `seq` now unless one already did (the fsync
+    /// thread: it has no running vote to wait for).
+    pub(crate) fn sync_now(&self, seq: WriteSeq) -> FsResult<()> {
+        self.group_sync
+            .sync_covering(seq, || self.st().file.clone())
             .map_err(|e| self.sync_error(&e))
     }
 

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::FsResult;
@@ -32,12 +33,19 @@ struct Unflipped {
     status: u8,
     /// The write of its data: durable before the flip.
     data: WriteSeq,
+    /// Its finish number.
+    finish: u64,
 }
 
 /// The queue of status bytes to write, in file order.
 #[derive(Debug, Default)]
 pub(crate) struct Flips {
     queue: Mutex<VecDeque<Unflipped>>,
+    /// The last finish number handed out (finishes are numbered at their
+    /// commit point, in commit order).
+    numbered: AtomicU64,
+    /// The status bytes of every finish up to this number are written.
+    written_through: AtomicU64,
 }
 
 impl Flips {
@@ -47,6 +55,23 @@ impl Flips {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.queue().is_empty()
+    }
+
+    /// The number of the next finish (called at its commit point).
+    pub(crate) fn number_finish(&self) -> u64 {
+        self.numbered.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Note that finish `finish`'s status byte — the last one outstanding —
+    /// was written (after its write was counted).
+    pub(crate) fn note_written(&self, finish: u64) {
+        self.written_through.fetch_max(finish, Ordering::SeqCst);
+    }
+
+    /// The status bytes of every finish up to this number are written (and
+    /// their writes counted).
+    pub(crate) fn written_through(&self) -> u64 {
+        self.written_through.load(Ordering::SeqCst)
     }
 }
 
@@ -59,18 +84,30 @@ pub(crate) fn write_status_byte(file: &File, tpos: u64, status: u8) -> std::io::
 #[derive(Debug, Clone, Copy)]
 pub enum FlipWait {
     /// The status byte was written at the commit point, as write `seq`.
-    Written(WriteSeq),
+    Written { seq: WriteSeq, finish: u64 },
     /// The status byte is queued until the data write `data` is durable.
-    Queued { data: WriteSeq },
+    Queued { data: WriteSeq, finish: u64 },
+}
+
+impl FlipWait {
+    /// The finish number of the transaction.
+    pub fn finish(&self) -> u64 {
+        match self {
+            FlipWait::Written { finish, .. } | FlipWait::Queued { finish, .. } => *finish,
+        }
+    }
 }
 
 impl FileStorage {
     /// Queue the status byte of the transaction at `tpos`, published now,
     /// until its data (write `data`) is durable.
-    pub(crate) fn queue_flip(&self, tpos: u64, status: u8, data: WriteSeq) {
-        self.flips
-            .queue()
-            .push_back(Unflipped { tpos, status, data });
+    pub(crate) fn queue_flip(&self, tpos: u64, status: u8, data: WriteSeq, finish: u64) {
+        self.flips.queue().push_back(Unflipped {
+            tpos,
+            status,
+            data,
+            finish,
+        });
     }
 
     /// Write the queued status bytes whose data is durable, in file order. A
@@ -99,6 +136,7 @@ impl FileStorage {
                 return Err(self.sync_error(&failure));
             }
             self.group_sync.note_write();
+            self.flips.note_written(next.finish);
             // Dequeued only once written: a reader that no longer finds it
             // queued reads the new byte.
             queue.pop_front();
@@ -127,8 +165,8 @@ impl FileStorage {
     /// Block until the finished transaction waiting on `wait` is durable.
     pub fn wait_finished(&self, wait: FlipWait) -> FsResult<()> {
         match wait {
-            FlipWait::Written(seq) => self.wait_durable(seq),
-            FlipWait::Queued { data } => {
+            FlipWait::Written { seq, .. } => self.wait_durable(seq),
+            FlipWait::Queued { data, .. } => {
                 self.wait_durable(data)?;
                 // Ours and every earlier one are written now (here or by
                 // another waiter, which counted the write before dequeuing).
@@ -141,7 +179,7 @@ impl FileStorage {
     /// Whether the finished transaction waiting on `wait` is durable already.
     pub fn finished_durable(&self, wait: FlipWait) -> bool {
         match wait {
-            FlipWait::Written(seq) => self.group_sync.is_durable(seq),
+            FlipWait::Written { seq, .. } => self.group_sync.is_durable(seq),
             FlipWait::Queued { .. } => false,
         }
     }

@@ -22,6 +22,7 @@
 //! began while a finish still waited (commits back to back), a wait that finds
 //! no vote running waits up to [`VOTE_START_WAIT`] for one to begin. A lone
 //! committer never waits: its votes begin after its finishes are durable.
+//! The async adapter's fsync thread (`syncer.rs`) applies the same rule.
 //!
 //! An fsync failure is final (like PostgreSQL since 2018): the kernel may have
 //! dropped the dirty pages it could not write and marked them clean, so a later
@@ -135,6 +136,13 @@ impl GroupSync {
         *self.votes.running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.votes.changed.notify_all();
         VoteInProgress(Arc::clone(&self.votes))
+    }
+
+    /// Whether a vote that will fsync is running, or — back to back — about
+    /// to begin.
+    pub fn vote_expected(&self) -> bool {
+        self.back_to_back.load(Ordering::SeqCst)
+            || *self.votes.running.lock().unwrap_or_else(|e| e.into_inner()) > 0
     }
 
     /// Let a running — or, back to back, an imminent — vote's fsync cover

@@ -9,8 +9,9 @@
 //!   (loads and the finish's commit point run on the caller's thread: they only
 //!   touch the page cache and memory), serialising votes with
 //!   an async commit lock held from `vote` to the commit point of
-//!   `finish`/`finish_deferred` (or `abort`); the finish's fsync runs after the
-//!   lock is released, shared with other finishes (group commit).
+//!   `finish`/`finish_deferred` (or `abort`); the votes' fsyncs and the
+//!   finishes' durability run after the lock is released, on the storage's
+//!   fsync thread (`syncer.rs`), shared between commits (group commit).
 //!
 //! The format, the index file, the lock file, the blob layout, pack and the
 //! crash-recovery rules are documented byte by byte in `docs/filestorage.md`.
@@ -26,6 +27,7 @@ pub mod lock;
 pub mod pack;
 pub mod refs;
 pub mod storage;
+mod syncer;
 pub mod undo;
 
 use std::path::PathBuf;
@@ -59,6 +61,16 @@ pub struct AsyncFileStorage {
     commit: Arc<AsyncMutex<()>>,
     voted: std::sync::Mutex<Option<Voted>>,
     references: ReferencesFn,
+    /// The fsync thread of a writable storage (`syncer.rs`).
+    syncer: Option<Arc<syncer::Syncer>>,
+}
+
+impl Drop for AsyncFileStorage {
+    fn drop(&mut self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.stop();
+        }
+    }
 }
 
 /// The voted transaction, holding the commit lock.
@@ -79,11 +91,18 @@ impl AsyncFileStorage {
 
     /// Wrap an already open engine.
     pub fn from_engine(engine: FileStorage) -> Self {
+        let engine = Arc::new(engine);
+        let syncer = if engine.options().read_only {
+            None
+        } else {
+            syncer::Syncer::start(&engine)
+        };
         AsyncFileStorage {
-            engine: Arc::new(engine),
+            engine,
             commit: Arc::new(AsyncMutex::new(())),
             voted: std::sync::Mutex::new(None),
             references: refs::default_references(),
+            syncer,
         }
     }
 
@@ -161,7 +180,8 @@ fn vote_here(engine: &FileStorage, txn: &Transaction) -> (FsResult<VoteOutcome>,
     }
 }
 
-/// Runs a vote's fsync (on a blocking thread). A failure is logged; the
+/// Runs a vote's fsync on a blocking thread (without a running fsync thread).
+/// A failure is logged; the
 /// storage then refuses writes, and the finish's durability wait reports it.
 fn run_vote_sync(engine: &FileStorage, sync: VoteSync) {
     let _ = sync.run(engine);
@@ -262,7 +282,7 @@ impl Storage for AsyncFileStorage {
     }
 
     /// The vote is answered once the transaction is written; its fsync
-    /// (`vote-fsync`) runs after the answer on a blocking thread, while the
+    /// (`vote-fsync`) runs after the answer on the fsync thread, while the
     /// client's `tpc_finish` is on its way; the status byte is flipped only
     /// after it (`flips.rs`). A small transaction is written on the caller's
     /// thread ([`votes_inline`]); a larger one on a blocking thread.
@@ -272,8 +292,14 @@ impl Storage for AsyncFileStorage {
         let outcome = if votes_inline(&txn) && self.engine.voted_id().is_none() {
             let (outcome, sync) = vote_here(&self.engine, &txn);
             if let Some(sync) = sync {
-                let engine = self.engine.clone();
-                tokio::task::spawn_blocking(move || run_vote_sync(&engine, sync));
+                let unposted = match &self.syncer {
+                    Some(syncer) => syncer.post_vote(sync).err(),
+                    None => Some(sync),
+                };
+                if let Some(sync) = unposted {
+                    let engine = self.engine.clone();
+                    tokio::task::spawn_blocking(move || run_vote_sync(&engine, sync));
+                }
             }
             outcome.map_err(StorageError::from)
         } else {
@@ -310,7 +336,7 @@ impl Storage for AsyncFileStorage {
 
     /// The commit point (index published; the status byte written, or queued
     /// until the vote's fsync has run) under the commit lock, which is released
-    /// at once; the durability wait is a group fsync on a blocking thread,
+    /// at once; the durability wait is a group fsync on the fsync thread,
     /// shared with the finishes around it. The commit point runs on the
     /// caller's thread: at most a one-byte write into the page cache and an
     /// index update, cheaper than the hand-off to a blocking thread, which the
@@ -325,7 +351,13 @@ impl Storage for AsyncFileStorage {
             return Ok(Finished::already_durable(tid));
         }
         let engine = self.engine.clone();
+        let syncer = self.syncer.clone();
         let durable = async move {
+            if let Some(syncer) = syncer {
+                if let Some(done) = syncer.wait_finished(&engine, wait).await {
+                    return done.map_err(StorageError::from);
+                }
+            }
             tokio::task::spawn_blocking(move || engine.wait_finished(wait))
                 .await
                 .map_err(join_error)?

@@ -183,9 +183,10 @@ async fn concurrent_committers_share_fsyncs_and_all_become_durable() {
         "every commit got its own tid"
     );
     let fsyncs = storage.engine().group_sync().fsyncs();
-    // Without sharing: one fsync per vote and one per finish. Back to back,
-    // the next vote's fsync covers most finishes (about 1.05 per commit here).
-    assert!(fsyncs < 2 * CLIENTS * EACH, "{fsyncs} fsyncs");
+    // Without sharing: one fsync per vote and one per finish. Through the
+    // fsync thread one fsync covers a vote and the finishes waiting with it
+    // (about 0.3 to 0.55 per commit here, loaded machine or not).
+    assert!(fsyncs <= CLIENTS * EACH, "{fsyncs} fsyncs");
     let last = storage.last_transaction().await.unwrap();
     storage.close().await.unwrap();
     drop(storage);
