@@ -203,8 +203,15 @@ impl Syncer {
     /// writable, then an fsync covering them; publish what is durable.
     fn pass(&self, engine: &FileStorage, vote: Option<VoteSync>) {
         if let Some(vote) = vote {
+            // Status bytes written before the vote's fsync starts are usually
+            // covered by it: their finishes need not wait for the one below.
+            let written = engine.flips.written_through();
+            let counted = engine.group_sync.last_written();
             // A failure is logged there and refuses writes; waiters see it.
             let _ = vote.run(engine);
+            if engine.group_sync.is_durable(counted) {
+                self.durable_through.fetch_max(written, Ordering::SeqCst);
+            }
         }
         if engine.group_sync.failure().is_some() {
             return;
