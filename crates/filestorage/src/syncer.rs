@@ -211,6 +211,7 @@ impl Syncer {
             let _ = vote.run(engine);
             if engine.group_sync.is_durable(counted) {
                 self.durable_through.fetch_max(written, Ordering::SeqCst);
+                self.passed.notify_waiters();
             }
         }
         if engine.group_sync.failure().is_some() {
