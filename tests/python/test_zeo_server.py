@@ -48,6 +48,10 @@ def test_two_clients_see_each_others_commits(zeo_server):
     with db1.transaction() as conn:
         conn.root()["counter"] = PersistentMapping(n=0)
     c2 = db2.open()
+    # Opening a connection does not sync: its view holds the invalidations
+    # client 2 has processed so far, which may not yet include db1's commit
+    # (ZEO sends them asynchronously). begin() syncs (server_sync pings).
+    c2.transaction_manager.begin()
     assert c2.root()["counter"]["n"] == 0
     transaction.commit()
     for i in range(1, 4):
