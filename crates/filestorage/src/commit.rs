@@ -63,12 +63,8 @@ impl VoteSync {
     /// writes, the finish of this transaction included.
     pub fn run(self, engine: &FileStorage) -> FsResult<()> {
         engine
-            .group_sync
-            .sync_covering(self.seq, || engine.st().file.clone())
-            .map_err(|e| {
-                tracing::error!("{}: voting: {e}", engine.path.display());
-                engine.sync_error(&e)
-            })
+            .sync_now(self.seq)
+            .inspect_err(|e| tracing::error!("voting: {e}"))
     }
 }
 
@@ -563,8 +559,8 @@ impl FileStorage {
             .map_err(|e| self.sync_error(&e))
     }
 
-    /// Run an fsync covering write `seq` now unless one already did (the fsync
-    /// thread: it has no running vote to wait for).
+    /// Run an fsync covering write `seq` now unless one already did (a vote's
+    /// own fsync; the fsync thread, which has no running vote to wait for).
     pub(crate) fn sync_now(&self, seq: WriteSeq) -> FsResult<()> {
         self.group_sync
             .sync_covering(seq, || self.st().file.clone())

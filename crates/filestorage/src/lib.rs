@@ -181,8 +181,8 @@ fn vote_here(engine: &FileStorage, txn: &Transaction) -> (FsResult<VoteOutcome>,
 }
 
 /// Runs a vote's fsync on a blocking thread (without a running fsync thread).
-/// A failure is logged; the
-/// storage then refuses writes, and the finish's durability wait reports it.
+/// A failure is logged; the storage then refuses writes, and the finish's
+/// durability wait reports it.
 fn run_vote_sync(engine: &FileStorage, sync: VoteSync) {
     let _ = sync.run(engine);
 }

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use crate::commit::VoteSync;
 use crate::error::FsResult;
 use crate::flips::FlipWait;
-use crate::group_sync::VOTE_START_WAIT;
+use crate::group_sync::{WriteSeq, VOTE_START_WAIT};
 use crate::storage::FileStorage;
 
 /// What the thread is asked to do.
@@ -200,19 +200,16 @@ impl Syncer {
     }
 
     /// One round: the posted vote's fsync, then the status bytes it made
-    /// writable, then an fsync covering them; publish what is durable.
+    /// writable, then an fsync covering them; publish what is durable after
+    /// each fsync.
     fn pass(&self, engine: &FileStorage, vote: Option<VoteSync>) {
         if let Some(vote) = vote {
             // Status bytes written before the vote's fsync starts are usually
             // covered by it: their finishes need not wait for the one below.
-            let written = engine.flips.written_through();
-            let counted = engine.group_sync.last_written();
+            let written = Written::now(engine);
             // A failure is logged there and refuses writes; waiters see it.
             let _ = vote.run(engine);
-            if engine.group_sync.is_durable(counted) {
-                self.durable_through.fetch_max(written, Ordering::SeqCst);
-                self.passed.notify_waiters();
-            }
+            self.publish(engine, written);
         }
         if engine.group_sync.failure().is_some() {
             return;
@@ -220,12 +217,40 @@ impl Syncer {
         if engine.write_ready_flips().is_err() {
             return;
         }
-        let through = engine.flips.written_through();
-        match engine.sync_now(engine.group_sync.last_written()) {
-            Ok(()) => {
-                self.durable_through.fetch_max(through, Ordering::SeqCst);
-            }
+        let written = Written::now(engine);
+        match engine.sync_now(written.count) {
+            Ok(()) => self.publish(engine, written),
             Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// Wake the finishes whose status bytes were `written`, if an fsync has
+    /// covered those writes.
+    fn publish(&self, engine: &FileStorage, written: Written) {
+        if engine.group_sync.is_durable(written.count) {
+            self.durable_through
+                .fetch_max(written.finishes, Ordering::SeqCst);
+            self.passed.notify_waiters();
+        }
+    }
+}
+
+/// What was written at one moment: the status bytes of every finish up to
+/// `finishes`, among the first `count` writes.
+#[derive(Clone, Copy)]
+struct Written {
+    finishes: u64,
+    count: WriteSeq,
+}
+
+impl Written {
+    fn now(engine: &FileStorage) -> Written {
+        // In this order: a status byte's write is counted before its finish
+        // is noted, so `count` includes every write behind `finishes`.
+        let finishes = engine.flips.written_through();
+        Written {
+            finishes,
+            count: engine.group_sync.last_written(),
         }
     }
 }
