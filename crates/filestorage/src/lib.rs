@@ -68,7 +68,7 @@ pub struct AsyncFileStorage {
 impl Drop for AsyncFileStorage {
     fn drop(&mut self) {
         if let Some(syncer) = &self.syncer {
-            syncer.stop();
+            syncer.stop_and_join();
         }
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Syncer {
     passed: Notify,
     /// The thread ended: waiters wait on a blocking thread instead.
     stopped: AtomicBool,
+    /// The thread, joined by [`Syncer::stop_and_join`].
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Syncer {
@@ -67,7 +69,10 @@ impl Syncer {
             .name("zeoraid-fsync".into())
             .spawn(move || shared.run(weak));
         match started {
-            Ok(_) => Some(syncer),
+            Ok(thread) => {
+                *syncer.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Some(syncer)
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: could not start the fsync thread ({e}); fsyncs run on the \
@@ -103,6 +108,19 @@ impl Syncer {
     pub(crate) fn stop(&self) {
         self.requests().stop = true;
         self.requested.notify_one();
+    }
+
+    /// End the thread and wait for it (at most its current pass): a pass
+    /// holds the storage, so until it ends the file and its lock stay open,
+    /// and whoever dropped the storage may want to reopen it at once.
+    pub(crate) fn stop_and_join(&self) {
+        self.stop();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
     }
 
     pub(crate) fn is_stopped(&self) -> bool {

@@ -381,3 +381,24 @@ async fn an_async_vote_is_answered_before_its_fsync_whose_failure_fails_the_fini
     assert_eq!(again.last_transaction(), zero_tid);
     assert!(again.load(oid(1)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_storage_can_be_reopened_at_once() {
+    // Dropping the adapter waits for its fsync thread, which holds the
+    // storage (and its lock file) during a pass.
+    let dir = tempfile::tempdir().unwrap();
+    let path = data_fs(&dir);
+    let mut serial = Tid::ZERO;
+    for i in 0..30u64 {
+        let storage = AsyncFileStorage::open(&path, zeoraid_filestorage::Options::default())
+            .await
+            .unwrap();
+        let t = txn("again", vec![store(1, serial, format!("{i}").as_bytes())]);
+        let id = t.id;
+        storage.vote(t).await.unwrap();
+        serial = storage.finish(id).await.unwrap();
+        drop(storage);
+        let again = open(&path);
+        assert_eq!(again.last_transaction(), serial);
+    }
+}
