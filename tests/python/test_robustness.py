@@ -178,7 +178,14 @@ WRITER = """
     from ZEO.ClientStorage import ClientStorage
 
     host, port, name, ack_path, stop_path = sys.argv[1:6]
-    db = ZODB.DB(ClientStorage((host, int(port)), wait_timeout=60, server_sync=True))
+    while True:
+        try:
+            db = ZODB.DB(ClientStorage((host, int(port)), wait_timeout=60, server_sync=True))
+            break
+        except Exception:  # the server was killed while we connected
+            if os.path.exists(stop_path):
+                sys.exit(0)
+            time.sleep(0.1)
     tm = transaction.TransactionManager()
     conn = db.open(tm)
     i = 0
