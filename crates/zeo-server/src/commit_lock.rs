@@ -7,6 +7,13 @@
 //! With a transaction timeout, a holder that keeps the lock too long has its
 //! connection closed; the connection's cleanup aborts the transaction and releases
 //! the lock (as it does for any disconnect).
+//!
+//! Like ZEO, a queue of more than 3 waiting votes is reported as a warning and
+//! of more than 9 as an error. ZEO logs one such line per lock, unlock and
+//! queued vote, i.e. two or three per commit for as long as the load lasts;
+//! here the warnings come at most every [`QUEUE_REPORT_INTERVAL`] (an error
+//! after a warning at once), each saying how many it stands for and the
+//! longest queue since the last one ([`QueueReports`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +24,71 @@ use tracing::{debug, error, warn};
 
 use crate::connection::{ConnHandle, ConnId};
 use crate::error::{CloseReason, ZeoError};
+
+/// The least time between two reports of a long lock queue at the same level.
+pub const QUEUE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How loudly a queue of `n` waiting votes is reported (ZEO's levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum QueueLevel {
+    Debug,
+    Warn,
+    Error,
+}
+
+impl QueueLevel {
+    fn of(n: usize) -> Self {
+        if n > 9 {
+            QueueLevel::Error
+        } else if n > 3 {
+            QueueLevel::Warn
+        } else {
+            QueueLevel::Debug
+        }
+    }
+}
+
+/// A report of a long queue that is due: its level, the longest queue since
+/// the previous report, and how many reports it stands for (itself included).
+#[derive(Debug, PartialEq, Eq)]
+struct QueueReport {
+    level: QueueLevel,
+    peak: usize,
+    events: u64,
+}
+
+/// Thins out the reports of a long lock queue (see the module doc).
+#[derive(Debug, Default)]
+struct QueueReports {
+    /// When the last report was logged, and at which level.
+    last: Option<(Instant, QueueLevel)>,
+    /// Long-queue events since the last report, and the longest queue among them.
+    events: u64,
+    peak: usize,
+}
+
+impl QueueReports {
+    /// Notes a queue of `n` at `now` at `level` (warn or error); `Some` if it
+    /// is to be logged.
+    fn note(&mut self, now: Instant, n: usize, level: QueueLevel) -> Option<QueueReport> {
+        self.events += 1;
+        self.peak = self.peak.max(n);
+        if let Some((at, last_level)) = self.last {
+            if level <= last_level && now.saturating_duration_since(at) < QUEUE_REPORT_INTERVAL {
+                return None;
+            }
+        }
+        self.last = Some((now, level));
+        let report = QueueReport {
+            level,
+            peak: self.peak,
+            events: self.events,
+        };
+        self.events = 0;
+        self.peak = 0;
+        Some(report)
+    }
+}
 
 struct Holder {
     conn: Arc<ConnHandle>,
@@ -42,6 +114,7 @@ pub struct CommitLock {
     storage: String,
     timeout: Option<Duration>,
     state: Mutex<State>,
+    queue_reports: Mutex<QueueReports>,
 }
 
 /// The outcome of trying to take the lock.
@@ -65,6 +138,7 @@ impl CommitLock {
             storage: storage.into(),
             timeout,
             state: Mutex::new(State::default()),
+            queue_reports: Mutex::new(QueueReports::default()),
         })
     }
 
@@ -190,13 +264,106 @@ impl CommitLock {
     }
 
     fn log_waiting(&self, conn: &ConnHandle, what: &str, n: usize) {
-        let msg = format!("({:?}) {what}: transactions waiting: {n}", self.storage);
-        if n > 9 {
-            error!(conn = %conn.label(), "{msg}");
-        } else if n > 3 {
-            warn!(conn = %conn.label(), "{msg}");
-        } else {
-            debug!(conn = %conn.label(), "{msg}");
+        let level = QueueLevel::of(n);
+        if level == QueueLevel::Debug {
+            debug!(conn = %conn.label(), "({:?}) {what}: transactions waiting: {n}", self.storage);
+            return;
         }
+        let report = self
+            .queue_reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(Instant::now(), n, level);
+        let Some(report) = report else {
+            return;
+        };
+        let storage = &self.storage;
+        let summary = if report.events > 1 {
+            format!(
+                " ({} such reports since the last one, longest queue {})",
+                report.events - 1,
+                report.peak
+            )
+        } else {
+            String::new()
+        };
+        match report.level {
+            QueueLevel::Error => error!(conn = %conn.label(),
+                "({storage:?}) {what}: transactions waiting: {n}{summary}"),
+            _ => warn!(conn = %conn.label(),
+                "({storage:?}) {what}: transactions waiting: {n}{summary}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_queue_is_reported_once_per_interval_with_what_it_stands_for() {
+        let mut reports = QueueReports::default();
+        let start = Instant::now();
+        let first = reports.note(start, 5, QueueLevel::of(5));
+        assert_eq!(
+            first,
+            Some(QueueReport {
+                level: QueueLevel::Warn,
+                peak: 5,
+                events: 1
+            })
+        );
+        for (i, n) in [4, 7, 6].into_iter().enumerate() {
+            let at = start + Duration::from_secs(i as u64 + 1);
+            assert_eq!(
+                reports.note(at, n, QueueLevel::of(n)),
+                None,
+                "within the interval"
+            );
+        }
+        let due = reports.note(start + QUEUE_REPORT_INTERVAL, 4, QueueLevel::of(4));
+        assert_eq!(
+            due,
+            Some(QueueReport {
+                level: QueueLevel::Warn,
+                peak: 7,
+                events: 4
+            }),
+            "the suppressed events and their longest queue are summed up"
+        );
+    }
+
+    #[test]
+    fn an_error_level_queue_after_a_warning_is_reported_at_once() {
+        let mut reports = QueueReports::default();
+        let start = Instant::now();
+        assert!(reports.note(start, 4, QueueLevel::of(4)).is_some());
+        let error = reports.note(start + Duration::from_millis(1), 10, QueueLevel::of(10));
+        assert_eq!(
+            error,
+            Some(QueueReport {
+                level: QueueLevel::Error,
+                peak: 10,
+                events: 1
+            })
+        );
+        assert_eq!(
+            reports.note(start + Duration::from_millis(2), 5, QueueLevel::of(5)),
+            None,
+            "a warning right after an error waits for the interval"
+        );
+        assert_eq!(
+            reports.note(start + Duration::from_millis(3), 11, QueueLevel::of(11)),
+            None,
+            "so does another error"
+        );
+    }
+
+    #[test]
+    fn zeo_levels_for_the_queue_length() {
+        assert_eq!(QueueLevel::of(3), QueueLevel::Debug);
+        assert_eq!(QueueLevel::of(4), QueueLevel::Warn);
+        assert_eq!(QueueLevel::of(9), QueueLevel::Warn);
+        assert_eq!(QueueLevel::of(10), QueueLevel::Error);
     }
 }
