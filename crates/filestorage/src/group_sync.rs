@@ -32,7 +32,9 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a durability wait lets a running vote's fsync cover it before it
@@ -84,7 +86,7 @@ pub struct VoteInProgress(Arc<Votes>);
 
 impl Drop for VoteInProgress {
     fn drop(&mut self) {
-        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.0.running.lock();
         *running = running.saturating_sub(1);
         drop(running);
         self.0.changed.notify_all();
@@ -133,7 +135,7 @@ impl GroupSync {
     pub fn vote_begins(&self) -> VoteInProgress {
         let finish_waiting = !self.is_durable(self.last_written());
         self.back_to_back.store(finish_waiting, Ordering::SeqCst);
-        *self.votes.running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *self.votes.running.lock() += 1;
         self.votes.changed.notify_all();
         VoteInProgress(Arc::clone(&self.votes))
     }
@@ -141,8 +143,7 @@ impl GroupSync {
     /// Whether a vote that will fsync is running, or — back to back — about
     /// to begin.
     pub fn vote_expected(&self) -> bool {
-        self.back_to_back.load(Ordering::SeqCst)
-            || *self.votes.running.lock().unwrap_or_else(|e| e.into_inner()) > 0
+        self.back_to_back.load(Ordering::SeqCst) || *self.votes.running.lock() > 0
     }
 
     /// Let a running — or, back to back, an imminent — vote's fsync cover
@@ -155,17 +156,14 @@ impl GroupSync {
             start
         };
         let end_by = start + VOTE_WAIT;
-        let mut voting = self.votes.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut voting = self.votes.running.lock();
         while !self.is_durable(seq) {
             let now = Instant::now();
             let until = if *voting > 0 { end_by } else { begin_by };
             if now >= until {
                 return;
             }
-            voting = match self.votes.changed.wait_timeout(voting, until - now) {
-                Ok((guard, _)) => guard,
-                Err(e) => e.into_inner().0,
-            };
+            self.votes.changed.wait_until(&mut voting, until);
         }
     }
 
@@ -197,7 +195,7 @@ impl GroupSync {
         if self.is_durable(seq) {
             return Ok(());
         }
-        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.sync_lock.lock();
         if self.is_durable(seq) {
             return Ok(());
         }

@@ -19,9 +19,10 @@
 //! sync directly; fsyncs stay one at a time under its lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::commit::VoteSync;
@@ -70,7 +71,7 @@ impl Syncer {
             .spawn(move || shared.run(weak));
         match started {
             Ok(thread) => {
-                *syncer.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                *syncer.thread.lock() = Some(thread);
                 Some(syncer)
             }
             Err(e) => {
@@ -85,7 +86,7 @@ impl Syncer {
     }
 
     fn requests(&self) -> MutexGuard<'_, Requests> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+        self.requests.lock()
     }
 
     /// Have the fsync of a vote run (a later vote's covers an earlier one's).
@@ -115,7 +116,7 @@ impl Syncer {
     /// and whoever dropped the storage may want to reopen it at once.
     pub(crate) fn stop_and_join(&self) {
         self.stop();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().take();
         if let Some(thread) = thread {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
@@ -190,10 +191,7 @@ impl Syncer {
             {
                 return Some(requests.vote.take());
             }
-            requests = match self.requested.wait(requests) {
-                Ok(r) => r,
-                Err(e) => e.into_inner(),
-            };
+            self.requested.wait(&mut requests);
         }
     }
 
@@ -210,10 +208,7 @@ impl Syncer {
             if now >= until {
                 return None;
             }
-            requests = match self.requested.wait_timeout(requests, until - now) {
-                Ok((r, _)) => r,
-                Err(e) => e.into_inner().0,
-            };
+            self.requested.wait_until(&mut requests, until);
         }
     }
 
