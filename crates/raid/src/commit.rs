@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use futures::future::join_all;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit};
@@ -94,21 +95,64 @@ fn finish_failure(e: CallError) -> String {
     }
 }
 
-/// Runs `work` to its end even if the caller goes away. It is polled once here,
-/// so that work whose backends answer at once (embedded ones) costs no task and
-/// no hand-over to another thread; only work that has to wait moves into a task
-/// of its own. Nothing can cancel it between that poll and the spawn.
-async fn run_to_end<T: Send + 'static>(
-    op: &str,
-    work: impl Future<Output = StorageResult<T>> + Send + 'static,
-) -> StorageResult<T> {
-    let mut work = Box::pin(work);
-    if let Poll::Ready(outcome) = futures::poll!(work.as_mut()) {
-        return outcome;
+/// Work that runs to its end even if its caller goes away. It is awaited in
+/// place, so work whose backends answer at once (embedded ones) costs no task
+/// and no hand-over to another thread, and neither does a wait (an fsync):
+/// the backend wakes the caller itself. Only if the caller drops it unfinished
+/// does the rest move into a task of its own.
+struct RunToEnd<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    /// `None` once finished.
+    work: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> RunToEnd<F>
+where
+    F::Output: Send,
+{
+    fn new(work: F) -> Self {
+        RunToEnd {
+            work: Some(Box::pin(work)),
+        }
     }
-    tokio::spawn(work)
-        .await
-        .map_err(|e| StorageError::Transaction(format!("{op} did not complete: {e}")))?
+}
+
+impl<F: Future + Send + 'static> Future for RunToEnd<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Never polled again once finished (it is only ever awaited).
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Pending;
+        };
+        let outcome = ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for RunToEnd<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(work);
+            }
+            // Dropped outside any runtime: in this program only while the
+            // runtime itself goes away, which ends its tasks too.
+            Err(_) => tracing::warn!("a commit step was dropped outside the runtime, unfinished"),
+        }
+    }
 }
 
 /// How often a coop vote is tried when every backend refuses its tid.
@@ -345,10 +389,10 @@ impl Inner {
     }
 
     /// Once begun, a finish runs to its end even if the caller goes away
-    /// ([`run_to_end`]), so backends never stay half-committed.
+    /// ([`RunToEnd`]), so backends never stay half-committed.
     pub(crate) async fn finish(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
         let inner = Arc::clone(self);
-        run_to_end("finish", async move { inner.finish_now(id).await }).await
+        RunToEnd::new(async move { inner.finish_now(id).await }).await
     }
 
     async fn finish_now(self: &Arc<Self>, id: TxnId) -> StorageResult<Tid> {
@@ -409,8 +453,8 @@ impl Inner {
     /// released, so the next transaction votes while this one's fsyncs run. The
     /// returned wait completes once every participant finished it durably (those
     /// that failed are degraded then); only then may it be acknowledged. Both
-    /// phases run to their end ([`run_to_end`], and the wait in a task of its
-    /// own), so the bookkeeping happens even if the caller goes away. Under
+    /// phases run to their end ([`RunToEnd`]), so the bookkeeping happens
+    /// even if the caller goes away. Under
     /// `read-policy vote` it is a plain `finish`: voted reads must not see a
     /// commit that some backends have not finished.
     pub(crate) async fn finish_deferred(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
@@ -418,7 +462,7 @@ impl Inner {
             return self.finish(id).await.map(Finished::already_durable);
         }
         let inner = Arc::clone(self);
-        run_to_end("finish", async move { inner.pass_commit_point(id).await }).await
+        RunToEnd::new(async move { inner.pass_commit_point(id).await }).await
     }
 
     async fn pass_commit_point(self: &Arc<Self>, id: TxnId) -> StorageResult<Finished> {
@@ -452,15 +496,11 @@ impl Inner {
         lock(&self.tids).note_finishing(tid);
         drop(pending);
         let inner = Arc::clone(self);
-        let durable =
-            tokio::spawn(async move { inner.await_durable(tid, passed, in_flight).await });
         Ok(Finished {
             tid,
-            durable: Box::pin(async move {
-                durable.await.map_err(|e| {
-                    StorageError::Transaction(format!("finish did not complete: {e}"))
-                })?
-            }),
+            durable: Box::pin(RunToEnd::new(async move {
+                inner.await_durable(tid, passed, in_flight).await
+            })),
         })
     }
 
@@ -491,7 +531,7 @@ impl Inner {
     /// Aborts to the end, like `finish`.
     pub(crate) async fn abort(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {
         let inner = Arc::clone(self);
-        run_to_end("abort", async move { inner.abort_now(id).await }).await
+        RunToEnd::new(async move { inner.abort_now(id).await }).await
     }
 
     async fn abort_now(self: &Arc<Self>, id: TxnId) -> StorageResult<()> {
@@ -579,6 +619,41 @@ impl Inner {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn work_dropped_unfinished_still_runs_to_its_end() {
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let mut work = Box::pin(RunToEnd::new(async move {
+            let _ = wait.await;
+            let _ = done_tx.send("finished");
+        }));
+        assert!(futures::poll!(work.as_mut()).is_pending());
+        drop(work);
+        go.send(()).unwrap();
+        let finished = tokio::time::timeout(std::time::Duration::from_secs(5), done)
+            .await
+            .expect("the rest ran in a task of its own")
+            .unwrap();
+        assert_eq!(finished, "finished");
+    }
+
+    #[tokio::test]
+    async fn work_awaited_in_place_gives_its_outcome_and_spawns_nothing() {
+        let runtime = tokio::runtime::Handle::current();
+        let tasks_before = runtime.metrics().num_alive_tasks();
+        let mut work = Box::pin(RunToEnd::new(async {
+            tokio::task::yield_now().await;
+            42
+        }));
+        assert!(futures::poll!(work.as_mut()).is_pending());
+        assert_eq!(
+            runtime.metrics().num_alive_tasks(),
+            tasks_before,
+            "no task of its own while it waits"
+        );
+        assert_eq!(work.await, 42);
+    }
 
     #[test]
     fn tids_increase_and_explicit_tids_must_be_later() {
