@@ -18,6 +18,7 @@ import urllib.request
 
 import ZODB
 import ZODB.FileStorage
+import ZODB.utils
 from BTrees.OOBTree import OOBTree
 from ZEO.ClientStorage import ClientStorage
 
@@ -316,8 +317,18 @@ def keys_in_data_fs(path, names):
 
 
 def last_tid_of_data_fs(path):
+    """The tid of the last transaction committed in the Data.fs at `path`.
+
+    Read from the file's transactions, not `lastTransaction()`: a FileStorage
+    closed with a transaction voted but never finished (runzeo stopped before it
+    read the abort or the disconnect) leaves it at the end with the checkpoint
+    status 'c', and Python's FileStorage reports that uncommitted tid as its
+    `lastTransaction()` when it opens the file."""
     storage = ZODB.FileStorage.FileStorage(str(path), read_only=True)
     try:
-        return storage.lastTransaction().hex()
+        last = ZODB.utils.z64
+        for txn in storage.iterator():
+            last = txn.tid
+        return last.hex()
     finally:
         storage.close()

@@ -292,7 +292,12 @@ fn abort_in_background(
     if session.is_closed() {
         return;
     }
-    tokio::spawn(async move {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Only while the runtime itself goes away, which closes the connection:
+        // the server aborts the transaction of a connection that went away.
+        return;
+    };
+    runtime.spawn(async move {
         let _lock = lock;
         if let Err(e) = session
             .call("tpc_abort", args(vec![wire_id(id)]), limit)
@@ -301,6 +306,33 @@ fn abort_in_background(
             debug!("tpc_abort after a failed vote: {e}");
         }
     });
+}
+
+/// The server-side transaction of a vote under way. Unless the vote ends in
+/// `Voted` ([`VoteUnderWay::voted`]), it is aborted on the server: after an
+/// error or conflicts, and also when the caller drops the vote midway (a RAID's
+/// own timeout). Otherwise the server would keep it, voted and holding its
+/// commit lock against every other client, until this connection closes.
+struct VoteUnderWay {
+    /// `None` once voted.
+    held: Option<(Arc<Session>, OwnedMutexGuard<()>)>,
+    id: TxnId,
+    limit: Duration,
+}
+
+impl VoteUnderWay {
+    /// The connection and commit lock, kept for `finish`/`abort`.
+    fn voted(mut self) -> Option<(Arc<Session>, OwnedMutexGuard<()>)> {
+        self.held.take()
+    }
+}
+
+impl Drop for VoteUnderWay {
+    fn drop(&mut self) {
+        if let Some((session, lock)) = self.held.take() {
+            abort_in_background(session, self.id, lock, self.limit);
+        }
+    }
 }
 
 /// What restores need looked up before anything is sent.
@@ -389,6 +421,11 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
     }
     let mut txn = txn;
     let prepared = prepare_restores(&session, &mut txn, limit).await?;
+    let under_way = VoteUnderWay {
+        held: Some((Arc::clone(&session), lock)),
+        id: txn.id,
+        limit,
+    };
     let mut batch = BytesMut::new();
     let sent = send_ops(shared, &session, &txn, &prepared, &mut batch, limit).await;
     let reply = match sent {
@@ -399,28 +436,30 @@ pub(crate) async fn vote(shared: &Shared, txn: Transaction) -> StorageResult<Vot
         }
         Err(e) => Err(e),
     };
+    // Conflicts and errors drop `under_way`, which aborts: the server keeps its
+    // transaction after returning conflicts, and may after an error.
     match reply.and_then(|r| vote_outcome(&r)) {
         Ok(VoteOutcome::Voted { undone }) => {
-            if let Ok(mut voted) = shared.commit.voted.lock() {
-                *voted = Some(Voted {
-                    id: txn.id,
-                    tid: txn.tid,
-                    changed: changed_oids(&txn, &undone),
-                    session,
-                    _lock: lock,
-                });
-            }
+            let changed = changed_oids(&txn, &undone);
+            let kept = || StorageError::Transaction("the voted transaction was not kept".into());
+            // A poisoned lock: `under_way`, still holding, aborts.
+            let Ok(mut voted) = shared.commit.voted.lock() else {
+                return Err(kept());
+            };
+            let Some((session, lock)) = under_way.voted() else {
+                return Err(kept());
+            };
+            *voted = Some(Voted {
+                id: txn.id,
+                tid: txn.tid,
+                changed,
+                session,
+                _lock: lock,
+            });
             Ok(VoteOutcome::Voted { undone })
         }
-        Ok(conflicts @ VoteOutcome::Conflicts(_)) => {
-            // The server keeps its transaction after returning conflicts.
-            abort_in_background(session, txn.id, lock, limit);
-            Ok(conflicts)
-        }
-        Err(e) => {
-            abort_in_background(session, txn.id, lock, limit);
-            Err(vote_error(e, &txn))
-        }
+        Ok(conflicts @ VoteOutcome::Conflicts(_)) => Ok(conflicts),
+        Err(e) => Err(vote_error(e, &txn)),
     }
 }
 

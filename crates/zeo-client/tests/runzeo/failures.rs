@@ -12,7 +12,7 @@ use zeoraid_conformance::data::record;
 use zeoraid_storage::{Oid, Storage, StorageError, Tid, TransactionMeta, VoteOutcome};
 use zeoraid_zeo_client::{ConnectionState, ServerAddress, ZeoClient, ZeoClientOptions};
 
-use crate::common::{ServerConfig, ZeoServer};
+use crate::common::{commit, ServerConfig, ZeoServer};
 use crate::init_tracing;
 
 async fn wait_state(
@@ -101,6 +101,53 @@ async fn stopped_server_times_out_then_killed_server_disconnects() {
         Err(StorageError::Disconnected(_))
     ));
     assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+/// A RAID gives up on a hung backend's vote by its own timeout, dropping the
+/// vote midway. The server must not keep that transaction voted — holding its
+/// commit lock against every other client — until the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_dropped_midway_is_aborted_on_the_server() {
+    init_tracing();
+    let server = ZeoServer::start(ServerConfig::default());
+    let quitter = server.client().await;
+    let other = server.client().await;
+    let oids = quitter.new_oids(2).await.unwrap();
+    let first = commit(&quitter, vec![store(oids[0], Tid::ZERO, record("a1"))]).await;
+
+    server.pause();
+    let t = txn(
+        TransactionMeta::default(),
+        vec![store(oids[0], first, record("a2"))],
+    );
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), quitter.vote(t)).await;
+    assert!(
+        gave_up.is_err(),
+        "the vote answered a paused server: {gave_up:?}"
+    );
+    server.resume();
+
+    // Another client commits at once: the dropped vote holds no lock.
+    let started = Instant::now();
+    let t = txn(
+        TransactionMeta::default(),
+        vec![store(oids[1], Tid::ZERO, record("b1"))],
+    );
+    let id = t.id;
+    let voted = tokio::time::timeout(Duration::from_secs(5), other.vote(t)).await;
+    assert!(
+        matches!(voted, Ok(Ok(VoteOutcome::Voted { .. }))),
+        "the other client's vote waited {:?}: {voted:?}\n{}",
+        started.elapsed(),
+        server.log()
+    );
+    other.finish(id).await.unwrap();
+    // The quitter's own connection commits again, and its transaction left
+    // nothing behind.
+    let second = commit(&quitter, vec![store(oids[0], first, record("a3"))]).await;
+    assert!(second > first);
+    let current = other.load_before(oids[0], Tid::MAX).await.unwrap().unwrap();
+    assert_eq!((current.data, current.start), (record("a3"), second));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
