@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from ports import free_port  # noqa: F401 (conftest.free_port, used across the suite)
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -18,11 +20,6 @@ def zeoraid_bin():
     return path
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -36,6 +36,8 @@ import tempfile
 import threading
 import time
 
+from ports import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
@@ -72,12 +74,6 @@ def logdir():
         if not os.environ.get("ZEORAID_SUITES_KEEP_LOGS"):
             atexit.register(shutil.rmtree, _logdir, True)
     return _logdir
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ config translation

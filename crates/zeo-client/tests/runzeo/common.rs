@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -33,7 +34,32 @@ pub fn venv() -> PathBuf {
     );
 }
 
+/// A TCP port on 127.0.0.1 for a server, free a moment ago. Taken from below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), where outgoing
+/// connections get their local ports: a port found by binding to port 0 lies in
+/// that range, and a client connecting meanwhile may take it before the server
+/// binds it. Never the same port twice in one test process.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW);
+    if span >= 1_000 {
+        // Processes start at different places (by pid), then count up.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let offset = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % span;
+            let Ok(port) = u16::try_from(LOW + offset) else {
+                continue;
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
