@@ -20,8 +20,6 @@ def zeoraid_bin():
     return path
 
 
-
-
 @pytest.fixture
 def zeoraid(zeoraid_bin):
     """Run `zeoraid ARGS...` and return the CompletedProcess (text mode)."""
