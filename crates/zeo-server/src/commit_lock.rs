@@ -277,21 +277,17 @@ impl CommitLock {
         let Some(report) = report else {
             return;
         };
-        let storage = &self.storage;
-        let summary = if report.events > 1 {
-            format!(
+        let mut line = format!("({:?}) {what}: transactions waiting: {n}", self.storage);
+        if report.events > 1 {
+            line += &format!(
                 " ({} such reports since the last one, longest queue {})",
                 report.events - 1,
                 report.peak
-            )
-        } else {
-            String::new()
-        };
+            );
+        }
         match report.level {
-            QueueLevel::Error => error!(conn = %conn.label(),
-                "({storage:?}) {what}: transactions waiting: {n}{summary}"),
-            _ => warn!(conn = %conn.label(),
-                "({storage:?}) {what}: transactions waiting: {n}{summary}"),
+            QueueLevel::Error => error!(conn = %conn.label(), "{line}"),
+            _ => warn!(conn = %conn.label(), "{line}"),
         }
     }
 }
