@@ -243,6 +243,18 @@ impl Server {
         dir: &Path,
         client_conflict_resolution: bool,
     ) -> anyhow::Result<Server> {
+        Server::runzeo_on(label, python, dir, client_conflict_resolution, None).await
+    }
+
+    /// [`Server::runzeo`], kept to one CPU when `cpu` is given (through
+    /// util-linux's `taskset`, which execs Python: the process keeps its pid).
+    pub async fn runzeo_on(
+        label: &str,
+        python: &Path,
+        dir: &Path,
+        client_conflict_resolution: bool,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
@@ -260,13 +272,23 @@ impl Server {
             ),
         )?;
         let conf_s = conf.display().to_string();
-        let mut proc = Proc::spawn_logged(
-            label,
-            python,
-            &["-m", "ZEO.runzeo", "-C", &conf_s],
-            dir,
-            &dir.join("runzeo.log"),
-        )?;
+        let python_s = python.display().to_string();
+        let runzeo = ["-m", "ZEO.runzeo", "-C", &conf_s];
+        let mut proc = match cpu {
+            None => Proc::spawn_logged(label, python, &runzeo, dir, &dir.join("runzeo.log"))?,
+            Some(cpu) => {
+                let cpu_s = cpu.to_string();
+                let mut args = vec!["-c", &cpu_s, &python_s];
+                args.extend(runzeo);
+                Proc::spawn_logged(
+                    label,
+                    Path::new("taskset"),
+                    &args,
+                    dir,
+                    &dir.join("runzeo.log"),
+                )?
+            }
+        };
         proc.wait_listening(&addr, Duration::from_secs(60)).await?;
         Ok(Server {
             label: label.to_owned(),

@@ -12,6 +12,13 @@
 //!
 //! Server CPU per operation counts every process of the system under test (zeoraid
 //! and its runzeo backends).
+//!
+//! The RAID's two runzeo backends are each kept on a CPU of their own (`taskset`;
+//! `--unpinned-backends` leaves them to the kernel), the closest this one machine
+//! comes to backends on machines of their own, which is what a RAID is for: left to
+//! the kernel, both are often woken onto the CPU of the zeoraid thread that sent
+//! them the vote, and one waits for the other. The directly addressed runzeo is
+//! left to the kernel, where it measured faster than kept to one CPU.
 
 use std::sync::Arc;
 
@@ -50,6 +57,10 @@ pub struct RaidArgs {
     /// Only the remote (runzeo backends) comparison.
     #[arg(long)]
     pub skip_embedded: bool,
+    /// Leave the RAID's runzeo backends to the kernel's placement instead of
+    /// keeping each on a CPU of its own (see the module doc).
+    #[arg(long)]
+    pub unpinned_backends: bool,
 }
 
 /// A system under test: the server clients talk to plus its backend processes.
@@ -232,8 +243,10 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
     if !args.skip_remote {
         const A: &str = "RAID of 2 runzeo";
         const B: &str = "1 runzeo direct";
-        let ba = Server::runzeo("runzeo a", &python, &dir.join("rz-a"), true).await?;
-        let bb = Server::runzeo("runzeo b", &python, &dir.join("rz-b"), true).await?;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let pin = |i: usize| (!args.unpinned_backends && cpus > 1).then_some(i % cpus);
+        let ba = Server::runzeo_on("runzeo a", &python, &dir.join("rz-a"), true, pin(0)).await?;
+        let bb = Server::runzeo_on("runzeo b", &python, &dir.join("rz-b"), true, pin(1)).await?;
         let conf = format!(
             "<raidstorage 1>\n{}{}</raidstorage>\n",
             procs::zeoclient_section("a", &ba.addr, &args.zeoclient_cache_size),
@@ -246,8 +259,13 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         let (results, front) = compare(&args, &raid, &direct).await?;
         raid.stop().await;
         direct.stop().await;
+        let placement = if pin(0).is_some() {
+            "the RAID's backends kept one per CPU"
+        } else {
+            "every process placed by the kernel"
+        };
         println!(
-            "### runzeo backends (`cache-size {}`)\n\n{}",
+            "### runzeo backends (`cache-size {}`; {placement})\n\n{}",
             args.zeoclient_cache_size,
             results.table(A, B, &metrics)
         );
