@@ -1,4 +1,5 @@
 """`zeoraid serve -C FILE`: the shipped examples load, bad configs fail clearly."""
+import os
 import re
 import subprocess
 
@@ -78,6 +79,10 @@ BAD_CONFIGS = {
     "missing required key": (
         GOOD_ZEO + "\n<filestorage 1>\n</filestorage>\n",
         5, "<filestorage 1> needs 'path'"),
+    "no worker threads": (
+        "<zeo>\n  address 8100\n  worker-threads 0\n</zeo>\n"
+        "<filestorage>\n  path x\n</filestorage>\n",
+        3, "worker-threads: 0 is not between 1 and 1024"),
 }
 
 
@@ -94,6 +99,20 @@ def test_bad_config_names_file_and_line(zeoraid, tmp_path, case):
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"zeoraid: error: {path}:{line}: "), result.stderr
     assert message in errors[0], result.stderr
+
+
+def test_bad_worker_threads_variable_is_a_clear_error(zeoraid_bin, tmp_path):
+    """Without `worker-threads`, tokio would read TOKIO_WORKER_THREADS itself
+    and panic on a value that is not a positive number."""
+    path = tmp_path / "zeoraid.conf"
+    path.write_text("<zeo>\n  address 127.0.0.1:%d\n</zeo>\n"
+                    "<filestorage>\n  path Data.fs\n</filestorage>\n" % conftest.free_port())
+    env = dict(os.environ, TOKIO_WORKER_THREADS="lots")
+    result = subprocess.run([zeoraid_bin, "serve", "-C", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "TOKIO_WORKER_THREADS must be a positive number" in result.stderr, result.stderr
+    assert "panicked" not in result.stderr
 
 
 def test_missing_file(zeoraid, tmp_path):

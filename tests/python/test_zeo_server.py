@@ -42,8 +42,11 @@ def test_commit_and_read_back(zeo_server):
     db.close()
 
 
-def test_two_clients_see_each_others_commits(zeo_server):
-    server = zeo_server()
+@pytest.mark.parametrize("zeo_options", ["", "  worker-threads 1\n"],
+                         ids=["threads-per-cpu", "one-thread"])
+def test_two_clients_see_each_others_commits(zeo_server, zeo_options):
+    server = zeo_server(zeo_options=zeo_options)
+    assert ("worker threads 1" in server.log()) == bool(zeo_options)
     db1, db2 = database(server), database(server)
     with db1.transaction() as conn:
         conn.root()["counter"] = PersistentMapping(n=0)

@@ -299,10 +299,12 @@ impl Server {
 
     /// `zeoraid serve` with the given storage sections (inside `<raidstorage 1>`
     /// when `raid`, else the one section must be named `1`).
+    /// `zeo_options`: more lines for the `<zeo>` section (each ending in `\n`).
     pub async fn zeoraid(
         label: &str,
         zeoraid: &Path,
         dir: &Path,
+        zeo_options: &str,
         storage_config: &str,
     ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
@@ -311,7 +313,7 @@ impl Server {
         let conf = dir.join("zeoraid.conf");
         std::fs::write(
             &conf,
-            format!("<zeo>\n  address {addr}\n</zeo>\n{storage_config}"),
+            format!("<zeo>\n  address {addr}\n{zeo_options}</zeo>\n{storage_config}"),
         )?;
         let conf_s = conf.display().to_string();
         let mut proc = Proc::spawn_logged(

@@ -61,6 +61,10 @@ pub struct RaidArgs {
     /// keeping each on a CPU of its own (see the module doc).
     #[arg(long)]
     pub unpinned_backends: bool,
+    /// `worker-threads` of every `zeoraid serve` measured (default: zeoraid's
+    /// own, one per CPU).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// A system under test: the server clients talk to plus its backend processes.
@@ -205,6 +209,10 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
     let zeoraid_bin = procs::find_zeoraid(c.zeoraid.as_deref())?;
     let dir = procs::workdir(&c.workdir, "raid")?;
     eprintln!("work directory {}", dir.display());
+    let zeo_options = args
+        .worker_threads
+        .map(|n| format!("  worker-threads {n}\n"))
+        .unwrap_or_default();
     let metrics = [
         Metric::Rate("ops/s"),
         Metric::P50,
@@ -213,8 +221,12 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
         Metric::ClientCpuShare,
     ];
     println!(
-        "\n## raid (Rust load generator, medians of {} rounds × {} s)\n",
-        c.rounds, c.seconds
+        "\n## raid (Rust load generator, medians of {} rounds × {} s{})\n",
+        c.rounds,
+        c.seconds,
+        args.worker_threads
+            .map(|n| format!("; zeoraid with `worker-threads {n}`"))
+            .unwrap_or_default()
     );
 
     if !args.skip_embedded {
@@ -226,11 +238,17 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
             procs::filestorage_section("a", &d.join("a")),
             procs::filestorage_section("b", &d.join("b"))
         );
-        let raid = Server::zeoraid(A, &zeoraid_bin, &d, &conf).await?;
+        let raid = Server::zeoraid(A, &zeoraid_bin, &d, &zeo_options, &conf).await?;
         let raid = preload(&args, A, raid, vec![]).await?;
         let d = dir.join("single");
-        let single =
-            Server::zeoraid(B, &zeoraid_bin, &d, &procs::filestorage_section("1", &d)).await?;
+        let single = Server::zeoraid(
+            B,
+            &zeoraid_bin,
+            &d,
+            &zeo_options,
+            &procs::filestorage_section("1", &d),
+        )
+        .await?;
         let single = preload(&args, B, single, vec![]).await?;
         let (results, _) = compare(&args, &raid, &single).await?;
         raid.stop().await;
@@ -252,7 +270,14 @@ pub async fn run(args: RaidArgs) -> anyhow::Result<()> {
             procs::zeoclient_section("a", &ba.addr, &args.zeoclient_cache_size),
             procs::zeoclient_section("b", &bb.addr, &args.zeoclient_cache_size)
         );
-        let raid = Server::zeoraid(A, &zeoraid_bin, &dir.join("raid-remote"), &conf).await?;
+        let raid = Server::zeoraid(
+            A,
+            &zeoraid_bin,
+            &dir.join("raid-remote"),
+            &zeo_options,
+            &conf,
+        )
+        .await?;
         let raid = preload(&args, A, raid, vec![ba, bb]).await?;
         let direct = Server::runzeo(B, &python, &dir.join("rz-direct"), true).await?;
         let direct = preload(&args, B, direct, vec![]).await?;

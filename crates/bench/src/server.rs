@@ -57,6 +57,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Z,
         &zeoraid_bin,
         &zdir,
+        "",
         &procs::filestorage_section("1", &zdir),
     )
     .await?;

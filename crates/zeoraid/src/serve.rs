@@ -38,13 +38,36 @@ use crate::config::{
     SocketAddress, StorageKind, ZeoClientConfig,
 };
 
+/// The environment variable tokio takes its worker thread count from.
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
     print!("{}", config::render_plan(&config));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match config.zeo.worker_threads {
+        Some(threads) => {
+            builder.worker_threads(threads);
+        }
+        // Without the key tokio reads this variable itself, and panics on a
+        // value that is not a positive number.
+        None => {
+            if let Some(value) = std::env::var_os(WORKER_THREADS_VAR) {
+                let threads = value
+                    .to_str()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+                    .with_context(|| {
+                        format!("{WORKER_THREADS_VAR} must be a positive number, not {value:?}")
+                    })?;
+                builder.worker_threads(threads);
+            }
+        }
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

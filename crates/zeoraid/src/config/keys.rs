@@ -259,6 +259,22 @@ impl<'a> Keys<'a> {
         }
     }
 
+    /// A count that must lie in `range` (an error at its line otherwise).
+    pub fn count_in(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.values.get(name).and_then(|v| v.first()) {
+            Some((Value::Count(n), kv)) if !range.contains(n) => Err(kv.pos.error(format!(
+                "{name}: {n} is not between {} and {}",
+                range.start(),
+                range.end()
+            ))),
+            _ => Ok(self.count(name)),
+        }
+    }
+
     pub fn size(&self, name: &str) -> Option<u64> {
         match self.get(name)? {
             Value::Size(n) => Some(*n),

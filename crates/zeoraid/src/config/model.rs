@@ -76,6 +76,9 @@ pub struct ZeoConfig {
     pub invalidation_age: Option<Duration>,
     /// `msgpack` (default false): announce `M5` (msgpack) instead of `Z5` (pickle).
     pub msgpack: bool,
+    /// `worker-threads` (zeoraid; default: one per CPU): the threads that serve
+    /// connections.
+    pub worker_threads: Option<usize>,
     /// `<ssl>`: TLS with client certificates required, as ZEO does.
     pub ssl: Option<SslConfig>,
     /// `management-methods` (zeoraid) as written: answer gocept.zeoraid's
@@ -255,6 +258,9 @@ pub struct LogConfig {
 
 // ---------------------------------------------------------------- key tables
 
+/// The most `worker-threads` accepted: each is an OS thread started at once.
+const MAX_WORKER_THREADS: u64 = 1024;
+
 const ZEO_KEYS: &[KeySpec] = &[
     key("address", Kind::BindAddr),
     key("admin-address", Kind::BindAddr),
@@ -266,6 +272,7 @@ const ZEO_KEYS: &[KeySpec] = &[
     key("invalidation-age", Kind::Float),
     key("msgpack", Kind::Bool),
     key("management-methods", Kind::Bool),
+    key("worker-threads", Kind::Count),
 ];
 
 const SERVER_SSL_KEYS: &[KeySpec] = &[
@@ -523,6 +530,9 @@ fn zeo_config(section: &Section, warnings: &mut Vec<Warning>) -> Result<ZeoConfi
             .filter(|secs| *secs > 0.0 && secs.is_finite())
             .map(Duration::from_secs_f64),
         msgpack: keys.bool("msgpack").unwrap_or(false),
+        worker_threads: keys
+            .count_in("worker-threads", 1..=MAX_WORKER_THREADS)?
+            .and_then(|n| usize::try_from(n).ok()),
         ssl: ssl_config(section, SERVER_SSL_KEYS, true, warnings)?,
         management_methods: keys.bool("management-methods"),
         unsupported: keys.raw_ignored(ZEO_KEYS),

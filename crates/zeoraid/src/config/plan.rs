@@ -30,6 +30,9 @@ pub fn render_plan(config: &Config) -> String {
     if zeo.read_only {
         line(&mut out, 0, "server is read-only".to_string());
     }
+    if let Some(threads) = zeo.worker_threads {
+        line(&mut out, 0, format!("worker threads {threads}"));
+    }
     for storage in &config.storages {
         let head = match &storage.kind {
             StorageKind::File(fs) => filestorage(fs),

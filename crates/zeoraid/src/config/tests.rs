@@ -560,3 +560,21 @@ fn raid_state_file_can_be_set() {
         std::path::PathBuf::from("/var/lib/zeoraid/main.state")
     );
 }
+
+#[test]
+fn worker_threads_between_1_and_1024() {
+    let fs = "<filestorage>\n  path Data.fs\n</filestorage>\n";
+    assert_eq!(ok(&format!("{ZEO}{fs}")).zeo.worker_threads, None);
+    let with = |n: &str| format!("<zeo>\n  address 8100\n  worker-threads {n}\n</zeo>\n{fs}");
+    assert_eq!(ok(&with("1")).zeo.worker_threads, Some(1));
+    assert!(render_plan(&ok(&with("3"))).contains("worker threads 3"));
+    assert_eq!(
+        err(&with("0")),
+        "zeoraid.conf:3: worker-threads: 0 is not between 1 and 1024"
+    );
+    assert_eq!(
+        err(&with("5000")),
+        "zeoraid.conf:3: worker-threads: 5000 is not between 1 and 1024"
+    );
+    assert!(err(&with("two")).starts_with("zeoraid.conf:3: worker-threads:"));
+}
