@@ -16,9 +16,9 @@
 //! The RAID's two runzeo backends are each kept on a CPU of their own (`taskset`;
 //! `--unpinned-backends` leaves them to the kernel), the closest this one machine
 //! comes to backends on machines of their own, which is what a RAID is for: left to
-//! the kernel, both are often woken onto the CPU of the zeoraid thread that sent
-//! them the vote, and one waits for the other. The directly addressed runzeo is
-//! left to the kernel, where it measured faster than kept to one CPU.
+//! the kernel, both are often run on the same CPU, taking turns, while the other
+//! CPU idles (docs/benchmarks.md). The directly addressed runzeo is left to the
+//! kernel, where it measured faster than kept to one CPU.
 
 use std::sync::Arc;
 
