@@ -3,6 +3,13 @@
 //! frame goes out in FIFO order, heartbeats, and a reader task that completes
 //! calls and hands server callbacks to [`crate::callbacks`].
 //!
+//! A frame sent while the output is idle (nothing queued, the writer task not
+//! writing) is written by the caller itself, on its own thread, instead of
+//! waking the writer task for it: a RAID forwarding a commit to its backends so
+//! sends its `vote` and `tpc_finish` with one `send` each and no hand-over
+//! between threads. What the socket does not take at once goes to the writer
+//! task, ahead of anything queued meanwhile ([`Output::rest`]).
+//!
 //! A session dies once: on EOF, an I/O error, a malformed frame, or when closed
 //! deliberately. Then every pending call fails at once with `Disconnected(reason)`,
 //! the object cache is emptied, both tasks stop and the socket is dropped; the
@@ -14,12 +21,14 @@
 //! transaction changed — also when nobody waits for the reply any more.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use zeoraid_storage::Oid;
@@ -58,6 +67,26 @@ pub(crate) enum CacheEffect {
     Finish(Vec<Oid>),
 }
 
+/// The socket's write side, shared by the writer task and the callers' direct
+/// writes; whoever holds its lock is the only one writing.
+struct Output {
+    half: WriteHalf<BoxedStream>,
+    /// The unwritten end of a frame a direct write began: the writer task
+    /// writes it before anything it dequeues (which may have been queued while
+    /// the direct write held the lock).
+    rest: Bytes,
+}
+
+/// What became of a frame offered for a direct write.
+enum Direct {
+    /// Written whole, or its rest handed to the writer task.
+    Sent,
+    /// The output is busy: queue it.
+    Busy(Bytes),
+    /// The socket failed.
+    Failed(String),
+}
+
 struct PendingCall {
     reply: oneshot::Sender<Reply>,
     /// The oid of a `loadBefore` whose answer goes into the object cache.
@@ -82,6 +111,9 @@ pub(crate) struct Session {
     pub(crate) address: ServerAddress,
     pub(crate) encoding: Encoding,
     tx: mpsc::Sender<Bytes>,
+    /// Frames in `tx` not yet written; direct writes only while it is 0.
+    queued: AtomicUsize,
+    output: Arc<tokio::sync::Mutex<Output>>,
     pending: Mutex<Pending>,
     next_msgid: AtomicI64,
     closed_tx: watch::Sender<Option<String>>,
@@ -161,11 +193,17 @@ impl Session {
     ) -> Arc<Session> {
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
         let (closed_tx, _) = watch::channel(None);
+        let (reader, writer) = tokio::io::split(stream);
         let session = Arc::new(Session {
             generation: params.generation,
             address: params.address,
             encoding: params.encoding,
             tx,
+            queued: AtomicUsize::new(0),
+            output: Arc::new(tokio::sync::Mutex::new(Output {
+                half: writer,
+                rest: Bytes::new(),
+            })),
             pending: Mutex::new(Pending {
                 calls: HashMap::new(),
                 finishes: HashMap::new(),
@@ -176,13 +214,7 @@ impl Session {
             slow_call: params.slow_call,
             object_cache: callbacks.object_cache.clone(),
         });
-        let (reader, writer) = tokio::io::split(stream);
-        tokio::spawn(write_loop(
-            session.clone(),
-            writer,
-            rx,
-            params.heartbeat_interval,
-        ));
+        tokio::spawn(write_loop(session.clone(), rx, params.heartbeat_interval));
         tokio::spawn(read_loop(
             session.clone(),
             reader,
@@ -299,13 +331,65 @@ impl Session {
         )
     }
 
-    /// Queues a frame for the writer, waiting at most `limit` for room.
+    /// Sends a frame: at once when the output is idle, else queued for the
+    /// writer, waiting at most `limit` for room.
     async fn enqueue(&self, frame: Bytes, limit: Duration) -> Result<(), ClientError> {
-        match tokio::time::timeout(limit, self.tx.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
+        let frame = match self.write_now(frame) {
+            Direct::Sent => return Ok(()),
+            Direct::Failed(reason) => {
+                self.close(reason);
+                return Err(self.disconnected());
+            }
+            Direct::Busy(frame) => frame,
+        };
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let outcome = match tokio::time::timeout(limit, self.tx.send(frame)).await {
+            Ok(Ok(())) => return Ok(()),
             Ok(Err(_)) => Err(self.disconnected()),
             Err(_) => Err(ClientError::Timeout(limit)),
+        };
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+
+    /// Writes `frame` into the socket on this thread if nothing is queued and
+    /// the writer task is not writing (both checked under the output's lock,
+    /// so the frame lands behind everything sent before). Never waits: what
+    /// the socket does not take now, the writer task sends.
+    fn write_now(&self, frame: Bytes) -> Direct {
+        let Ok(mut output) = self.output.try_lock() else {
+            return Direct::Busy(frame);
+        };
+        if self.queued.load(Ordering::SeqCst) != 0 || !output.rest.is_empty() {
+            return Direct::Busy(frame);
         }
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut written = 0;
+        while written < frame.len() {
+            match Pin::new(&mut output.half).poll_write(&mut cx, &frame[written..]) {
+                Poll::Ready(Ok(0)) => return Direct::Failed("write error: wrote 0 bytes".into()),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Direct::Failed(format!("write error: {e}")),
+                Poll::Pending => break,
+            }
+        }
+        // A TLS stream may hold what it accepted until flushed.
+        let flushed = match Pin::new(&mut output.half).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(e)) => return Direct::Failed(format!("write error: {e}")),
+            Poll::Pending => false,
+        };
+        if written == frame.len() && flushed {
+            return Direct::Sent;
+        }
+        output.rest = frame.slice(written..);
+        // Wake the writer task (an empty frame: nothing to write but the rest
+        // and a flush). Were the queue full, the frames in it wake it anyway.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.try_send(Bytes::new()).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        Direct::Sent
     }
 
     /// A synchronous call: sends `name(*args)` and waits up to `limit` for the reply.
@@ -490,13 +574,20 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        match self.frame(&Message::one_way(name, args)) {
-            Ok(frame) => {
+        let frame = match self.frame(&Message::one_way(name, args)) {
+            Ok(frame) => frame,
+            Err(e) => return debug!("cannot encode {name}: {e}"),
+        };
+        match self.write_now(frame) {
+            Direct::Sent => {}
+            Direct::Failed(reason) => self.close(reason),
+            Direct::Busy(frame) => {
+                self.queued.fetch_add(1, Ordering::SeqCst);
                 if self.tx.try_send(frame).is_err() {
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
                     debug!(server = %self.address, method = name, "one-way call dropped (queue full)");
                 }
             }
-            Err(e) => debug!("cannot encode {name}: {e}"),
         }
     }
 
@@ -546,7 +637,6 @@ impl Session {
 
 async fn write_loop(
     session: Arc<Session>,
-    mut writer: WriteHalf<BoxedStream>,
     mut rx: mpsc::Receiver<Bytes>,
     heartbeat_interval: Duration,
 ) {
@@ -567,7 +657,8 @@ async fn write_loop(
         if closed.borrow().is_some() {
             break;
         }
-        let batch = tokio::select! {
+        // Frames taken from the queue (a heartbeat is not in it).
+        let (batch, dequeued) = tokio::select! {
             _ = closed.changed() => break,
             frame = rx.recv() => match frame {
                 Some(first) => {
@@ -578,13 +669,20 @@ async fn write_loop(
                             Err(_) => break,
                         }
                     }
-                    batch
+                    let dequeued = batch.len();
+                    (batch, dequeued)
                 }
                 None => break,
             },
-            _ = ticker.tick() => vec![heartbeat.clone()],
+            _ = ticker.tick() => (vec![heartbeat.clone()], 0),
         };
         let write = async {
+            let mut output = session.output.lock().await;
+            let rest = std::mem::take(&mut output.rest);
+            let writer = &mut output.half;
+            if !rest.is_empty() {
+                writer.write_all(&rest).await?;
+            }
             // Small frames queued together (e.g. by several callers) are joined
             // into one write: one syscall, and one TCP segment, instead of one per
             // frame. Large frames (blob chunks, big vote batches) go as they are,
@@ -604,7 +702,10 @@ async fn write_loop(
             if !joined.is_empty() {
                 writer.write_all(&joined).await?;
             }
-            writer.flush().await
+            writer.flush().await?;
+            // Under the lock: a direct write may follow at once.
+            session.queued.fetch_sub(dequeued, Ordering::SeqCst);
+            Ok::<(), std::io::Error>(())
         };
         tokio::select! {
             _ = closed.changed() => break,
@@ -616,7 +717,10 @@ async fn write_loop(
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(100), async {
+        session.output.lock().await.half.shutdown().await
+    })
+    .await;
 }
 
 async fn read_loop(
@@ -716,5 +820,103 @@ async fn dispatch(
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn session_over(stream: tokio::io::DuplexStream) -> Arc<Session> {
+        let params = SessionParams {
+            generation: 1,
+            address: ServerAddress::Unix("/nowhere".into()),
+            encoding: Encoding::Msgpack,
+            heartbeat_interval: Duration::from_secs(3600),
+            slow_call: Duration::from_secs(60),
+            max_frame_size: 1 << 20,
+        };
+        Session::start(
+            Box::new(stream),
+            BytesMut::new(),
+            params,
+            Arc::new(Callbacks::new(None, 0)),
+        )
+    }
+
+    /// Reads `count` frames off `peer`; each must decode whole.
+    async fn read_messages(peer: &mut tokio::io::DuplexStream, count: usize) -> Vec<Message> {
+        let mut messages = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut len = [0u8; 4];
+            peer.read_exact(&mut len).await.unwrap();
+            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+            peer.read_exact(&mut payload).await.unwrap();
+            messages.push(decode_message(&payload, Encoding::Msgpack).expect("a whole frame"));
+        }
+        messages
+    }
+
+    #[tokio::test]
+    async fn a_frame_sent_while_the_output_is_idle_is_written_by_the_sender() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let session = session_over(ours);
+        let limit = Duration::from_secs(5);
+        session
+            .send_oneway("first", Value::Tuple(vec![]), limit)
+            .await
+            .unwrap();
+        // Written on this task: the writer task has not run (nor needed to).
+        assert_eq!(session.queued.load(Ordering::SeqCst), 0);
+        let got = read_messages(&mut peer, 1).await;
+        assert_eq!(got[0].name, "first");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_the_socket_takes_in_part_stay_whole_and_in_order() {
+        // A 50-byte pipe: most frames go out partly at once, the rest through
+        // the writer task, while other senders keep sending.
+        let (ours, mut peer) = tokio::io::duplex(50);
+        let session = session_over(ours);
+        let senders = 4;
+        let per_sender = 200;
+        let mut tasks = Vec::new();
+        for s in 0..senders {
+            let session = Arc::clone(&session);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_sender {
+                    let args = Value::Tuple(vec![
+                        Value::Int(s),
+                        Value::Int(i),
+                        Value::Bytes(vec![b'x'; (i as usize * 7) % 120].into()),
+                    ]);
+                    session
+                        .send_oneway("item", args, Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                    if i % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        let total = (senders * per_sender) as usize;
+        let messages =
+            tokio::time::timeout(Duration::from_secs(20), read_messages(&mut peer, total))
+                .await
+                .expect("every frame arrives");
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut next = vec![0i64; senders as usize];
+        for m in messages {
+            let args = m.args.as_tuple_or_list().unwrap();
+            let (s, i) = (args[0].as_int().unwrap(), args[1].as_int().unwrap());
+            assert_eq!(i, next[s as usize], "sender {s}'s frames in order");
+            next[s as usize] += 1;
+        }
+        assert!(next.iter().all(|&n| n == per_sender));
+        assert!(!session.is_closed());
     }
 }

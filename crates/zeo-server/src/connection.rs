@@ -8,13 +8,23 @@
 //! interleaved wrongly. The outbox counts queued bytes: the connection's own replies
 //! wait for it to drain (backpressure), callbacks from elsewhere never wait, and a
 //! client whose queue grows past the hard limit (it stopped reading) is disconnected.
+//!
+//! A callback from elsewhere (an invalidation) skips the queue when it is empty and
+//! the writer idle: it is copied into the socket's write buffer on the caller's
+//! thread, in order behind everything written before, and sent by
+//! [`ConnHandle::flush_direct`], or by the writer task when the socket is full.
+//! A commit so sends its invalidations itself, one `send` per client, instead of
+//! waking every client's writer task (as asyncio's `transport.write` does for
+//! Python's ZEO).
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 use zeoraid_wire::{FrameDecoder, Value};
@@ -27,19 +37,76 @@ pub type ConnId = u64;
 
 enum Out {
     Frame(Bytes),
+    /// Send what direct writes left in the write buffer (the socket was full).
+    Flush,
     Close,
+}
+
+/// The socket's write side with its buffer, shared by the writer task and direct
+/// writes.
+type SharedWriter = Arc<tokio::sync::Mutex<BufWriter<Box<dyn AsyncWrite + Unpin + Send>>>>;
+
+/// The write buffer's size.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// What became of a callback frame handed to [`ConnHandle::send_callback_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// In the write buffer: call [`ConnHandle::flush_direct`] to send it.
+    Buffered,
+    /// Queued for the writer task (or dropped: the connection is going away).
+    Queued,
 }
 
 /// The FIFO of frames waiting to be written to one client.
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
+    /// Bytes queued and not yet written; direct writes only while it is zero.
     queued: AtomicUsize,
     drained: Notify,
     soft_limit: usize,
     hard_limit: usize,
+    writer: SharedWriter,
 }
 
 impl Outbox {
+    /// Copies `frame` into the write buffer when nothing is queued and the writer
+    /// is idle (checked under the writer's lock, which the writer task holds while
+    /// it writes, so the frame lands behind everything before it); hands it back
+    /// otherwise. No I/O: the buffer is sent by [`Outbox::flush_direct`].
+    fn buffer_now(&self, frame: Bytes) -> Result<(), Bytes> {
+        let Ok(mut writer) = self.writer.try_lock() else {
+            return Err(frame);
+        };
+        if self.queued.load(Ordering::SeqCst) != 0
+            || self.tx.is_closed()
+            || writer.buffer().len() + frame.len() >= WRITE_BUFFER
+        {
+            return Err(frame);
+        }
+        // With room in the buffer, `BufWriter` copies without touching the
+        // socket: the write completes at once, whole.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match Pin::new(&mut *writer).poll_write(&mut cx, &frame) {
+            Poll::Ready(Ok(n)) if n == frame.len() => Ok(()),
+            _ => Err(frame),
+        }
+    }
+
+    /// Sends what direct writes buffered, without waiting: whatever the socket
+    /// does not take now (or a busy writer) is left to the writer task.
+    fn flush_direct(&self) -> std::io::Result<()> {
+        if let Ok(mut writer) = self.writer.try_lock() {
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            match Pin::new(&mut *writer).poll_flush(&mut cx) {
+                Poll::Ready(result) => return result,
+                Poll::Pending => {}
+            }
+        }
+        let _ = self.tx.send(Out::Flush);
+        Ok(())
+    }
+
     /// Queue a frame whatever the queue's size (the caller waited for room first).
     fn push_own(&self, frame: Bytes) {
         self.queued.fetch_add(frame.len(), Ordering::SeqCst);
@@ -205,16 +272,43 @@ impl ConnHandle {
         }
         match codec::encode_callback(name, args, self.encoding()) {
             Ok(frame) => {
-                if !self.outbox.push_other(frame) {
-                    warn!(
-                        conn = %self.label(),
-                        "client is not reading its output (queue over {} bytes); disconnecting",
-                        self.outbox.hard_limit
-                    );
-                    self.close(CloseReason::Server("output queue overflow".into()));
+                if self.send_callback_frame(frame) == Delivery::Buffered {
+                    self.flush_direct();
                 }
             }
             Err(e) => warn!(conn = %self.label(), "unencodable callback {name}: {e}"),
+        }
+    }
+
+    /// [`Self::send_callback`] of a frame encoded already (in this connection's
+    /// encoding): written into the socket's buffer at once when the connection's
+    /// output is idle ([`Delivery::Buffered`]: send it with
+    /// [`Self::flush_direct`]), else queued.
+    pub fn send_callback_frame(&self, frame: Bytes) -> Delivery {
+        if self.is_closing() {
+            return Delivery::Queued;
+        }
+        let frame = match self.outbox.buffer_now(frame) {
+            Ok(()) => return Delivery::Buffered,
+            Err(frame) => frame,
+        };
+        if !self.outbox.push_other(frame) {
+            warn!(
+                conn = %self.label(),
+                "client is not reading its output (queue over {} bytes); disconnecting",
+                self.outbox.hard_limit
+            );
+            self.close(CloseReason::Server("output queue overflow".into()));
+        }
+        Delivery::Queued
+    }
+
+    /// Sends what [`Self::send_callback_frame`] buffered (the writer task sends
+    /// what the socket does not take now).
+    pub fn flush_direct(&self) {
+        if let Err(e) = self.outbox.flush_direct() {
+            debug!(conn = %self.label(), "write failed: {e}");
+            self.close(CloseReason::Io(e.to_string()));
         }
     }
 
@@ -245,6 +339,11 @@ where
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let (close_tx, _) = watch::channel(None);
+    let boxed: Box<dyn AsyncWrite + Unpin + Send> = Box::new(writer);
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(BufWriter::with_capacity(
+        WRITE_BUFFER,
+        boxed,
+    )));
     let handle = Arc::new(ConnHandle {
         id,
         label: Mutex::new(peer.clone()),
@@ -256,6 +355,7 @@ where
             drained: Notify::new(),
             soft_limit: limits.soft_limit,
             hard_limit: limits.hard_limit,
+            writer: writer.clone(),
         },
         close_tx,
         closing: AtomicBool::new(false),
@@ -264,14 +364,11 @@ where
     (handle, task)
 }
 
-async fn writer_task<W>(
+async fn writer_task(
     handle: std::sync::Weak<ConnHandle>,
     mut rx: mpsc::UnboundedReceiver<Out>,
-    writer: W,
-) where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
+    shared: SharedWriter,
+) {
     let mut done = false;
     while !done {
         let Some(first) = rx.recv().await else { break };
@@ -282,6 +379,8 @@ async fn writer_task<W>(
                 Err(_) => break,
             }
         }
+        // Held while writing: direct writes wait for the queue meanwhile.
+        let mut writer = shared.lock().await;
         let mut written = 0usize;
         let mut failed = None;
         for item in batch {
@@ -293,6 +392,7 @@ async fn writer_task<W>(
                     }
                     written += frame.len();
                 }
+                Out::Flush => {}
                 Out::Close => {
                     done = true;
                     break;
@@ -312,12 +412,16 @@ async fn writer_task<W>(
                 h.close(CloseReason::Io(e.to_string()));
             }
         }
+        drop(writer);
         if failed.is_some() {
             break;
         }
     }
+    let mut writer = shared.lock().await;
     let _ = writer.shutdown().await;
+    // Under the writer's lock: no direct write comes after the shutdown.
     rx.close();
+    drop(writer);
     if let Some(h) = handle.upgrade() {
         h.outbox.drained.notify_waiters();
     }
@@ -501,6 +605,102 @@ mod tests {
         );
         // Its own replies still queue (bounded by waiting for room first).
         conn.send_reply(&Value::Int(1), Value::None);
+    }
+
+    fn callback_frame(i: i64) -> Bytes {
+        codec::encode_callback(
+            "invalidateTransaction",
+            vec![Value::Int(i)],
+            Encoding::Pickle,
+        )
+        .unwrap()
+    }
+
+    /// Reads `n` bytes from `peer`, or fails after 5 s.
+    async fn read_exactly(peer: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn callbacks_from_elsewhere_skip_an_idle_queue_and_keep_their_order() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let limits = OutputLimits {
+            soft_limit: 1 << 20,
+            hard_limit: 1 << 20,
+        };
+        let (conn, _writer) = spawn_writer(1, "test".into(), ours, limits);
+        // Behind a queued reply, a callback is queued too, never ahead of it.
+        conn.send_reply(&Value::Int(7), Value::None);
+        let reply = codec::encode_reply(&Value::Int(7), Value::None, Encoding::Pickle).unwrap();
+        assert_eq!(
+            conn.send_callback_frame(callback_frame(1)),
+            Delivery::Queued
+        );
+        let mut expected = reply.to_vec();
+        expected.extend_from_slice(&callback_frame(1));
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+        // The writer is idle now: the next ones go straight into the socket's
+        // buffer, and out with one flush.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while conn.outbox.queued.load(Ordering::SeqCst) != 0
+                || conn.outbox.writer.try_lock().is_err()
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            conn.send_callback_frame(callback_frame(2)),
+            Delivery::Buffered
+        );
+        assert_eq!(
+            conn.send_callback_frame(callback_frame(3)),
+            Delivery::Buffered
+        );
+        conn.flush_direct();
+        let mut expected = callback_frame(2).to_vec();
+        expected.extend_from_slice(&callback_frame(3));
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+    }
+
+    #[tokio::test]
+    async fn direct_writes_the_socket_does_not_take_are_sent_by_the_writer_task() {
+        // A 16-byte pipe: no frame fits.
+        let (ours, mut peer) = tokio::io::duplex(16);
+        let limits = OutputLimits {
+            soft_limit: 1 << 20,
+            hard_limit: 1 << 20,
+        };
+        let (conn, _writer) = spawn_writer(1, "test".into(), ours, limits);
+        // One frame alone: the socket takes 16 bytes of it, the writer task the
+        // rest as the peer reads.
+        let first = callback_frame(-1);
+        assert_eq!(conn.send_callback_frame(first.clone()), Delivery::Buffered);
+        conn.flush_direct();
+        assert_eq!(read_exactly(&mut peer, first.len()).await, first.to_vec());
+        // Many, read only after all were handed over.
+        let mut expected = Vec::new();
+        let mut buffered = 0;
+        for i in 0..200 {
+            let frame = callback_frame(i);
+            expected.extend_from_slice(&frame);
+            if conn.send_callback_frame(frame) == Delivery::Buffered {
+                buffered += 1;
+                conn.flush_direct();
+            }
+            if i % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(buffered > 0, "the first callback finds the output idle");
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
+        assert!(!conn.is_closing());
     }
 
     #[tokio::test]

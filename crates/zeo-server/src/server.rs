@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{broadcast, Notify, RwLock};
@@ -19,10 +20,11 @@ use tracing::{debug, error, info, warn};
 use zeoraid_storage::{Oid, Storage, Tid};
 use zeoraid_wire::Value;
 
+use crate::codec::{encode_callback, Encoding};
 use crate::commit_lock::CommitLock;
 use crate::connection::{
-    parse_handshake, short_repr, spawn_writer, ConnHandle, ConnId, FrameReader, Handshake,
-    OutputLimits, DEFAULT_HANDSHAKE_TIMEOUT,
+    parse_handshake, short_repr, spawn_writer, ConnHandle, ConnId, Delivery, FrameReader,
+    Handshake, OutputLimits, DEFAULT_HANDSHAKE_TIMEOUT,
 };
 use crate::error::{CloseReason, ServerError};
 use crate::invalidation::{info_args, invalidate_args, InvalidationQueue};
@@ -146,6 +148,29 @@ pub(crate) struct Stats {
     pub start: String,
 }
 
+/// Invalidations written into connections' buffers and not yet sent
+/// ([`ServedStorage::invalidate`]): sent by [`Unsent::send`], or when dropped.
+#[must_use = "send it once the visibility lock is released"]
+pub(crate) struct Unsent(Vec<Arc<ConnHandle>>);
+
+impl Unsent {
+    pub fn send(mut self) {
+        self.send_now();
+    }
+
+    fn send_now(&mut self) {
+        for conn in self.0.drain(..) {
+            conn.flush_direct();
+        }
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        self.send_now();
+    }
+}
+
 /// Everything the connections of one storage share.
 pub(crate) struct ServedStorage {
     pub name: String,
@@ -223,19 +248,42 @@ impl ServedStorage {
     }
 
     /// Record a commit and tell every other connection about it. Call with the
-    /// visibility lock held exclusively.
-    pub fn invalidate(&self, from: Option<ConnId>, tid: Tid, oids: Vec<Oid>) {
+    /// visibility lock held exclusively, and send the returned [`Unsent`] once
+    /// it is released: the invalidations are in place in every connection's
+    /// output (their order against loads is fixed), the sending can wait.
+    pub fn invalidate(&self, from: Option<ConnId>, tid: Tid, oids: Vec<Oid>) -> Unsent {
         let args = invalidate_args(tid, &oids);
         if let Ok(mut q) = self.invq.lock() {
             q.push(tid, oids);
         }
+        // Encoded once per encoding, not once per connection.
+        let mut frames: Vec<(Encoding, Bytes)> = Vec::with_capacity(1);
+        let mut unsent = Vec::new();
         for conn in self.connections() {
-            if Some(conn.id) != from {
-                conn.send_callback("invalidateTransaction", args.clone());
+            if Some(conn.id) == from {
+                continue;
+            }
+            let encoding = conn.encoding();
+            let frame = match frames.iter().find(|(e, _)| *e == encoding) {
+                Some((_, frame)) => frame.clone(),
+                None => match encode_callback("invalidateTransaction", args.clone(), encoding) {
+                    Ok(frame) => {
+                        frames.push((encoding, frame.clone()));
+                        frame
+                    }
+                    Err(e) => {
+                        warn!(conn = %conn.label(), "unencodable invalidation: {e}");
+                        continue;
+                    }
+                },
+            };
+            if conn.send_callback_frame(frame) == Delivery::Buffered {
+                unsent.push(conn);
             }
         }
         self.published.fetch_max(tid.as_u64(), Ordering::SeqCst);
         self.published_changed.notify_waiters();
+        Unsent(unsent)
     }
 
     /// `info({'length','size'})` to every connection of this storage.
@@ -701,8 +749,10 @@ fn spawn_invalidation_listeners(
             loop {
                 match rx.recv().await {
                     Ok(inv) => {
-                        let _guard = served.visibility.write().await;
-                        served.invalidate(None, inv.tid, inv.oids);
+                        let guard = served.visibility.write().await;
+                        let unsent = served.invalidate(None, inv.tid, inv.oids);
+                        drop(guard);
+                        unsent.send();
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(storage = %served.name, "missed {n} invalidations; invalidating client caches");

@@ -485,7 +485,7 @@ pub(crate) async fn tpc_finish(
     // reply: one that read the state before this commit is queued before its
     // invalidation; loads that start later see the commit as published.
     let guard = served.visibility.write().await;
-    served.invalidate(Some(session.conn.id), tid, oids);
+    let unsent = served.invalidate(Some(session.conn.id), tid, oids);
     drop(guard);
     // The reply is queued before the next commit may publish: ZEO's client
     // refuses an acknowledged tid older than an invalidation it already got
@@ -500,6 +500,9 @@ pub(crate) async fn tpc_finish(
         session.conn.send_reply(msgid, Value::from(tid.0));
     }
     ticket.complete();
+    // The other clients' invalidations are in place in their outputs; sent
+    // after this client's reply is queued, which they do not hold back.
+    unsent.send();
     served.stat(|s| s.commits += 1);
     session.clear_transaction().await;
     Outcome::Replied
