@@ -61,7 +61,9 @@ pub(crate) fn format_duration(d: Duration) -> String {
 pub(crate) enum Kind {
     Read,
     Write,
-    /// A state probe (`last_transaction` at startup): counted only if it fails.
+    /// A question about the backend rather than the data (`last_transaction` at
+    /// startup, `info` after every commit): counted only if it fails, so that
+    /// `reads` counts what clients read.
     Probe,
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use zeoraid_storage::{Storage, StorageResult, Tid, TransactionRecord, TransactionStream};
 
-use crate::backend::Fault;
+use crate::backend::{Fault, Kind};
 use crate::Inner;
 
 struct Cursor {
@@ -29,7 +29,9 @@ async fn open_on(
     exclude: Option<usize>,
 ) -> StorageResult<(usize, TransactionStream)> {
     let open = move |s: Arc<dyn Storage>| async move { s.iterator(start, stop).await };
-    inner.read_from("iterator", &open, exclude).await
+    inner
+        .read_from("iterator", Kind::Read, &open, exclude)
+        .await
 }
 
 pub(crate) async fn iterator(

@@ -147,14 +147,18 @@ impl Inner {
         Fut: Future<Output = StorageResult<T>> + Send,
         T: Send,
     {
-        self.read_from(op, &f, None).await.map(|(_, v)| v)
+        self.read_from(op, Kind::Read, &f, None)
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Runs the read `f` on one backend (other than `exclude`), failing over;
-    /// returns which backend answered, and the answer.
+    /// returns which backend answered, and the answer. Each try is counted as
+    /// `kind`.
     pub(crate) async fn read_from<T, F, Fut>(
         &self,
         op: &'static str,
+        kind: Kind,
         f: &F,
         exclude: Option<usize>,
     ) -> StorageResult<(usize, T)>
@@ -179,7 +183,7 @@ impl Inner {
             let b = self.backend(i);
             let answer = {
                 let _visible = self.visibility.read().await;
-                b.call(Kind::Read, f(Arc::clone(&b.storage))).await
+                b.call(kind, f(Arc::clone(&b.storage))).await
             };
             let answered = |i: usize, refusals: Vec<(usize, StorageError)>| {
                 if degrade {
@@ -304,8 +308,10 @@ impl Inner {
     }
 
     /// `info` of one backend, named after the RAID, read-only when the RAID is.
+    /// Not counted as a read: the ZEO server asks for it after every commit.
     pub(crate) async fn info(&self) -> StorageResult<StorageInfo> {
-        let mut info = self.read("info", |s| async move { s.info().await }).await?;
+        let info_of = |s: Arc<dyn Storage>| async move { s.info().await };
+        let (_, mut info) = self.read_from("info", Kind::Probe, &info_of, None).await?;
         let names = self.states().names();
         info.name = format!("RAID of {}", names.join(", "));
         info.read_only = info.read_only

@@ -413,6 +413,26 @@ async fn reads_are_balanced_round_robin() {
 }
 
 #[tokio::test]
+async fn info_after_commits_is_not_counted_as_a_read() {
+    let b = backends(2);
+    let raid = open(&b, RaidOptions::default()).await;
+    let (oid, mut tid) = commit_new(&raid, "a").await;
+    for i in 0..4 {
+        tid = commit(&raid, vec![store(oid, tid, &format!("v{i}"))])
+            .await
+            .unwrap();
+        // What the ZEO server asks after every commit.
+        assert_eq!(raid.info().await.unwrap().length, 1);
+    }
+    let reads = |raid: &RaidStorage| -> Vec<u64> {
+        raid.details().iter().map(|d| d.counters.reads).collect()
+    };
+    assert_eq!(reads(&raid), vec![0, 0], "info is not a read");
+    current(&raid, oid).await.unwrap();
+    assert_eq!(reads(&raid).iter().sum::<u64>(), 1, "a load is one");
+}
+
+#[tokio::test]
 async fn a_hung_read_times_out_and_fails_over() {
     let b = backends(2);
     let raid = RaidStorage::open(
