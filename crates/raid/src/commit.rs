@@ -95,6 +95,39 @@ fn finish_failure(e: CallError) -> String {
     }
 }
 
+/// The backends' answers to a finish, sorted ([`sort_finishes`]).
+struct FinishAnswers<T> {
+    /// The backends that finished it with exactly the assigned tid, with their answers.
+    finished: Vec<(usize, T)>,
+    /// The backends to degrade, with the reason.
+    failed: Vec<(usize, String)>,
+}
+
+/// Sorts the backends' answers to a finish of `tid`; `tid_of` reads from an
+/// answer the tid the backend finished it with.
+fn sort_finishes<T>(
+    tid: Tid,
+    results: Vec<(usize, Result<T, CallError>)>,
+    tid_of: impl Fn(&T) -> Tid,
+) -> FinishAnswers<T> {
+    let mut sorted = FinishAnswers {
+        finished: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (i, result) in results {
+        match result {
+            Ok(answer) if tid_of(&answer) == tid => sorted.finished.push((i, answer)),
+            Ok(answer) => {
+                let got = tid_of(&answer);
+                let reason = format!("finish returned tid {got:?}, expected {tid:?}");
+                sorted.failed.push((i, reason));
+            }
+            Err(e) => sorted.failed.push((i, finish_failure(e))),
+        }
+    }
+    sorted
+}
+
 /// Work that runs to its end even if its caller goes away. It is awaited in
 /// place, so work whose backends answer at once (embedded ones) costs no task
 /// and no hand-over to another thread, and neither does a wait (an fsync):
@@ -414,16 +447,9 @@ impl Inner {
         } else {
             join_all(calls).await
         };
-        let mut finished = Vec::new();
-        let mut out = Vec::new();
-        for (i, result) in results {
-            match result {
-                Ok(got) if got == tid => finished.push(i),
-                Ok(got) => out.push((i, format!("finish returned tid {got:?}, expected {tid:?}"))),
-                Err(e) => out.push((i, finish_failure(e))),
-            }
-        }
-        self.degrade_many(&out);
+        let sorted = sort_finishes(tid, results, |&got| got);
+        self.degrade_many(&sorted.failed);
+        let finished: Vec<usize> = sorted.finished.into_iter().map(|(i, _)| i).collect();
         self.note_finished(tid, &finished)?;
         Ok(tid)
         // The commit lock is released when `pending` drops.
@@ -475,19 +501,13 @@ impl Inner {
             let b = self.backend(i);
             async move { (i, b.call(Kind::Write, b.storage.finish_deferred(id)).await) }
         });
-        let mut passed = Vec::new();
-        let mut out = Vec::new();
-        for (i, result) in join_all(calls).await {
-            match result {
-                Ok(f) if f.tid == tid => passed.push((i, f.durable)),
-                Ok(f) => out.push((
-                    i,
-                    format!("finish returned tid {:?}, expected {tid:?}", f.tid),
-                )),
-                Err(e) => out.push((i, finish_failure(e))),
-            }
-        }
-        self.degrade_many(&out);
+        let sorted = sort_finishes(tid, join_all(calls).await, |f: &Finished| f.tid);
+        self.degrade_many(&sorted.failed);
+        let passed: Vec<(usize, DurableWait)> = sorted
+            .finished
+            .into_iter()
+            .map(|(i, f)| (i, f.durable))
+            .collect();
         if passed.is_empty() {
             return Err(no_backend_left(
                 "finish failed on every backend; the transaction is not acknowledged",
@@ -516,15 +536,10 @@ impl Inner {
             let b = self.backend(i);
             async move { (i, b.call(Kind::Write, durable).await) }
         });
-        let mut finished = Vec::new();
-        let mut out = Vec::new();
-        for (i, result) in join_all(waits).await {
-            match result {
-                Ok(()) => finished.push(i),
-                Err(e) => out.push((i, finish_failure(e))),
-            }
-        }
-        self.degrade_many(&out);
+        // A wait answers nothing but whether the tid it was given is durable.
+        let sorted = sort_finishes(tid, join_all(waits).await, |_| tid);
+        self.degrade_many(&sorted.failed);
+        let finished: Vec<usize> = sorted.finished.into_iter().map(|(i, _)| i).collect();
         self.note_finished(tid, &finished)
     }
 
