@@ -424,6 +424,35 @@ def test_tls_with_client_certificate(zeo_server, tmp_path):
     db.close()
 
 
+@pytest.mark.parametrize("over_tls", [False, True], ids=["plain", "tls"])
+def test_an_invalidation_reaches_a_client_that_sends_nothing(zeo_server, tmp_path, over_tls):
+    """A commit writes the other clients' invalidations itself when their
+    output is idle (docs/zeo-server.md): the frame must leave at once, also
+    through TLS, and not wait in a buffer for the client's next request."""
+    if over_tls:
+        certs = make_certs(tmp_path / "certs")
+        server = tls_server(zeo_server, certs)
+        tls = dict(ssl=client_context(certs), ssl_server_hostname="localhost")
+    else:
+        server, tls = zeo_server(), {}
+    idle = client(server, server_sync=False, **tls)
+    db = database(server, **tls)
+    try:
+        for i in range(3):
+            with db.transaction() as conn:
+                conn.root()["n"] = i
+            committed = db.storage.lastTransaction()
+            deadline = time.time() + 10
+            # lastTransaction() answers from the client's cache, which only
+            # the server's invalidateTransaction moves: no request is sent.
+            while idle.lastTransaction() != committed:
+                assert time.time() < deadline, "the invalidation never arrived"
+                time.sleep(0.01)
+    finally:
+        db.close()
+        idle.close()
+
+
 def test_tls_refuses_clients_without_certificate_and_plain_clients(zeo_server, tmp_path):
     import ssl
     certs = make_certs(tmp_path / "certs")
