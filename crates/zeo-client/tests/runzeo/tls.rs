@@ -9,7 +9,7 @@ use std::time::Duration;
 use zeoraid_storage::{Storage, Tid};
 use zeoraid_zeo_client::{TlsOptions, ZeoClient};
 
-use crate::common::{ServerConfig, ZeoServer};
+use crate::common::{commit, ServerConfig, ZeoServer};
 use crate::init_tracing;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -144,6 +144,17 @@ async fn tls_with_client_certificates() {
     assert_eq!(client.last_transaction().await.unwrap(), Tid::ZERO);
     let oid = client.new_oids(1).await.unwrap()[0];
     assert!(oid > zeoraid_storage::Oid::ZERO);
+    // A commit's calls are written by the caller when the output is idle,
+    // through the TLS stream's own buffer (it must be flushed, not left there).
+    let data = bytes::Bytes::from_static(b"over TLS");
+    let store = zeoraid_storage::Operation::Store {
+        oid,
+        serial: Tid::ZERO,
+        data: data.clone(),
+    };
+    let tid = commit(&client, vec![store]).await;
+    let record = client.load_before(oid, Tid::MAX).await.unwrap().unwrap();
+    assert_eq!((record.data, record.start), (data, tid));
     drop(client);
 
     // server-hostname names the host to check.
