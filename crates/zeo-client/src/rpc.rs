@@ -8,7 +8,10 @@
 //! waking the writer task for it: a RAID forwarding a commit to its backends so
 //! sends its `vote` and `tpc_finish` with one `send` each and no hand-over
 //! between threads. What the socket does not take at once goes to the writer
-//! task, ahead of anything queued meanwhile ([`Output::rest`]).
+//! task, ahead of anything queued meanwhile ([`Output::rest`]). `loadBefore`
+//! calls always go through the writer task ([`Route::Joined`]): they come many
+//! at a time, and one `send` for all those queued together costs less than one
+//! each.
 //!
 //! A session dies once: on EOF, an I/O error, a malformed frame, or when closed
 //! deliberately. Then every pending call fails at once with `Disconnected(reason)`,
@@ -75,6 +78,17 @@ struct Output {
     /// writes it before anything it dequeues (which may have been queued while
     /// the direct write held the lock).
     rest: Bytes,
+}
+
+/// How a frame is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// Written by the caller when the output is idle (a commit's calls, one
+    /// at a time), else queued.
+    Direct,
+    /// Always queued for the writer task, which joins the frames queued
+    /// together into one write (loads, many at a time).
+    Joined,
 }
 
 /// What became of a frame offered for a direct write.
@@ -321,7 +335,8 @@ impl Session {
         if self.is_closed() {
             return Err(self.disconnected());
         }
-        self.enqueue(batch.split().freeze(), limit).await
+        self.enqueue(batch.split().freeze(), Route::Direct, limit)
+            .await
     }
 
     fn disconnected(&self) -> ClientError {
@@ -331,16 +346,24 @@ impl Session {
         )
     }
 
-    /// Sends a frame: at once when the output is idle, else queued for the
-    /// writer, waiting at most `limit` for room.
-    async fn enqueue(&self, frame: Bytes, limit: Duration) -> Result<(), ClientError> {
-        let frame = match self.write_now(frame) {
-            Direct::Sent => return Ok(()),
-            Direct::Failed(reason) => {
-                self.close(reason);
-                return Err(self.disconnected());
-            }
-            Direct::Busy(frame) => frame,
+    /// Sends a frame: on [`Route::Direct`] at once when the output is idle,
+    /// else queued for the writer, waiting at most `limit` for room.
+    async fn enqueue(
+        &self,
+        frame: Bytes,
+        route: Route,
+        limit: Duration,
+    ) -> Result<(), ClientError> {
+        let frame = match route {
+            Route::Joined => frame,
+            Route::Direct => match self.write_now(frame) {
+                Direct::Sent => return Ok(()),
+                Direct::Failed(reason) => {
+                    self.close(reason);
+                    return Err(self.disconnected());
+                }
+                Direct::Busy(frame) => frame,
+            },
         };
         self.queued.fetch_add(1, Ordering::SeqCst);
         let outcome = match tokio::time::timeout(limit, self.tx.send(frame)).await {
@@ -429,6 +452,10 @@ impl Session {
     ) -> Result<Value, ClientError> {
         let msgid = self.next_msgid.fetch_add(1, Ordering::Relaxed);
         self.frame_into(&Message::call(msgid, name, args), &mut prefix)?;
+        let route = match effect {
+            CacheEffect::StoreLoad(_) => Route::Joined,
+            CacheEffect::None | CacheEffect::Finish(_) => Route::Direct,
+        };
         let reply_rx = self.register(msgid, effect)?;
         let _guard = PendingGuard {
             session: self,
@@ -436,7 +463,7 @@ impl Session {
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(limit, async {
-            if let Err(e) = self.enqueue(prefix.freeze(), limit).await {
+            if let Err(e) = self.enqueue(prefix.freeze(), route, limit).await {
                 self.unsent(msgid);
                 return Err(e);
             }
@@ -470,7 +497,7 @@ impl Session {
             limit,
             started: Instant::now(),
         };
-        if let Err(e) = self.enqueue(frame, limit).await {
+        if let Err(e) = self.enqueue(frame, Route::Direct, limit).await {
             self.unsent(msgid);
             return Err(e);
         }
@@ -565,7 +592,7 @@ impl Session {
             return Err(self.disconnected());
         }
         let frame = self.frame(&Message::one_way(name, args))?;
-        self.enqueue(frame, limit).await
+        self.enqueue(frame, Route::Direct, limit).await
     }
 
     /// Queues a one-way call without waiting (for `Drop` impls); dropped silently
