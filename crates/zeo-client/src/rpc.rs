@@ -80,6 +80,30 @@ struct Output {
     rest: Bytes,
 }
 
+/// A frame counted in [`Session::queued`] on its way into the queue: uncounted
+/// when dropped before [`QueueSlot::handed_over`].
+struct QueueSlot<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> QueueSlot<'a> {
+    fn take(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        QueueSlot(Some(queued))
+    }
+
+    /// In the queue: the writer task uncounts it once written.
+    fn handed_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(queued) = self.0 {
+            queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// How a frame is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
@@ -365,14 +389,18 @@ impl Session {
                 Direct::Busy(frame) => frame,
             },
         };
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let outcome = match tokio::time::timeout(limit, self.tx.send(frame)).await {
-            Ok(Ok(())) => return Ok(()),
+        // Counted from before it may wait for room, so that no direct write
+        // overtakes it; uncounted by the writer task once written, or here if
+        // it never gets into the queue (also if the caller gives up waiting).
+        let slot = QueueSlot::take(&self.queued);
+        match tokio::time::timeout(limit, self.tx.send(frame)).await {
+            Ok(Ok(())) => {
+                slot.handed_over();
+                Ok(())
+            }
             Ok(Err(_)) => Err(self.disconnected()),
             Err(_) => Err(ClientError::Timeout(limit)),
-        };
-        self.queued.fetch_sub(1, Ordering::SeqCst);
-        outcome
+        }
     }
 
     /// Writes `frame` into the socket on this thread if nothing is queued and
@@ -408,9 +436,9 @@ impl Session {
         output.rest = frame.slice(written..);
         // Wake the writer task (an empty frame: nothing to write but the rest
         // and a flush). Were the queue full, the frames in it wake it anyway.
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        if self.tx.try_send(Bytes::new()).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+        let slot = QueueSlot::take(&self.queued);
+        if self.tx.try_send(Bytes::new()).is_ok() {
+            slot.handed_over();
         }
         Direct::Sent
     }
@@ -609,10 +637,12 @@ impl Session {
             Direct::Sent => {}
             Direct::Failed(reason) => self.close(reason),
             Direct::Busy(frame) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
-                if self.tx.try_send(frame).is_err() {
-                    self.queued.fetch_sub(1, Ordering::SeqCst);
-                    debug!(server = %self.address, method = name, "one-way call dropped (queue full)");
+                let slot = QueueSlot::take(&self.queued);
+                match self.tx.try_send(frame) {
+                    Ok(()) => slot.handed_over(),
+                    Err(_) => {
+                        debug!(server = %self.address, method = name, "one-way call dropped (queue full)")
+                    }
                 }
             }
         }
@@ -898,6 +928,43 @@ mod tests {
         assert_eq!(session.queued.load(Ordering::SeqCst), 0);
         let got = read_messages(&mut peer, 1).await;
         assert_eq!(got[0].name, "first");
+    }
+
+    #[tokio::test]
+    async fn a_sender_dropped_while_waiting_for_room_leaves_no_count_behind() {
+        // A 64-byte pipe nobody reads: the writer task blocks, the queue fills.
+        let (ours, mut peer) = tokio::io::duplex(64);
+        let session = session_over(ours);
+        let args = || Value::Tuple(vec![Value::Bytes(vec![b'x'; 100].into())]);
+        let mut sent = 0;
+        loop {
+            // Given up from outside (a caller's own timeout), not by the call.
+            let send = session.send_oneway("fill", args(), Duration::from_secs(60));
+            match tokio::time::timeout(Duration::from_millis(50), send).await {
+                Ok(outcome) => {
+                    outcome.unwrap();
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(sent > OUTGOING_QUEUE, "the queue filled up");
+        let got = read_messages(&mut peer, sent).await;
+        assert!(got.iter().all(|m| m.name == "fill"));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while session.queued.load(Ordering::SeqCst) != 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("every counted frame was written or given up");
+        // So the output is idle again, and the next frame goes out directly.
+        session
+            .send_oneway("after", Value::Tuple(vec![]), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(session.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(read_messages(&mut peer, 1).await[0].name, "after");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
